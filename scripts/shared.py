@@ -1,0 +1,121 @@
+"""Helpers shared by every step: JSONL I/O, text normalisation, stable ids, atomic writes.
+
+Each step script imports this module; keep it free of heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import unicodedata
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+_WHITESPACE = re.compile(r"\s+")
+_NON_WORD = re.compile(r"[^\w]+")
+
+
+class PipelineError(Exception):
+    """An error with a message meant for the user: what went wrong, where, and what to do."""
+
+
+def normalise_whitespace(text: str) -> str:
+    """NFC-normalise and collapse runs of whitespace to one space."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def comparison_key(text: str) -> str:
+    """A key under which two texts count as the same question: case, spacing and punctuation ignored."""
+    return _WHITESPACE.sub(" ", _NON_WORD.sub(" ", normalise_whitespace(text).casefold())).strip()
+
+
+def stable_id(prefix: str, *parts: str, length: int = 16) -> str:
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return f"{prefix}-{digest[:length]}"
+
+
+def dumps(record: Any) -> str:
+    """Deterministic JSON: sorted keys, UTF-8 kept, no trailing spaces."""
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield records; a line that is not a JSON object is a PipelineError naming file and line."""
+    path = Path(path)
+    with path.open("r", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PipelineError(
+                    f"{path}:{line_number}: not valid JSON ({error.msg}); fix or remove that line"
+                ) from None
+            if not isinstance(record, dict):
+                raise PipelineError(f"{path}:{line_number}: expected a JSON object per line")
+            yield record
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Write to a temporary file beside `path` and rename it into place only on success,
+    so a killed job never leaves a partial file that looks finished."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        mode, dir=path.parent, prefix=f".{path.name}.", suffix=".partial", delete=False,
+        **({"encoding": "utf-8"} if "b" not in mode else {}),
+    )
+    try:
+        with handle:
+            yield handle
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    count = 0
+    with atomic_output(path) as handle:
+        for record in records:
+            handle.write(dumps(record) + "\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    with atomic_output(path) as handle:
+        json.dump(data, handle, sort_keys=True, ensure_ascii=False, indent=2)
+        handle.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with Path(path).open("r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def setup_logging(verbose: bool = False) -> logging.Logger:
+    """Log to stderr; rules redirect stderr to their `log:` file."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return logging.getLogger(Path(sys.argv[0]).stem or "pipeline")
+
+
+def run_main(main_function, argv=None) -> int:
+    """Run a step's main(); a PipelineError becomes one clear line on stderr and exit status 1."""
+    try:
+        return main_function(argv) or 0
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1

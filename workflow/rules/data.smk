@@ -1,10 +1,6 @@
 rule download_medquad:
     output:
         archive=protected("resources/medquad/MedQuAD-{commit}.zip"),
-    params:
-        source=medquad_source(),
-        content_sha256=config["medquad"]["content_sha256"],
-        max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
     log:
         "logs/download_medquad/{commit}.log",
     benchmark:
@@ -15,6 +11,10 @@ rule download_medquad:
     resources:
         mem_mb=1000,
         runtime=30,
+    params:
+        source=medquad_source(),
+        content_sha256=config["medquad"]["content_sha256"],
+        max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
     shell:
         "python {SCRIPTS}/download_medquad.py --source {params.source:q} --output {output.archive:q}"
         " --content-sha256 {params.content_sha256:q} --max-unpacked-mb {params.max_unpacked_mb}"
@@ -28,22 +28,22 @@ rule parse_medquad:
         queries="results/{domain}/queries.jsonl",
         rejects="results/{domain}/queries.rejects.jsonl",
         stats="results/{domain}/queries.stats.json",
-    wildcard_constraints:
-        domain=domain_pattern(MEDQUAD_DOMAINS),
-    params:
-        content_sha256=config["medquad"]["content_sha256"],
-        max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
-        max_reject_fraction=config["medquad"]["max_reject_fraction"],
     log:
         "logs/{domain}/parse_medquad.log",
     benchmark:
         "benchmarks/{domain}/parse_medquad.tsv"
+    wildcard_constraints:
+        domain=domain_pattern(MEDQUAD_DOMAINS),
     conda:
         "../../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
+    params:
+        content_sha256=config["medquad"]["content_sha256"],
+        max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
+        max_reject_fraction=config["medquad"]["max_reject_fraction"],
     shell:
         "python {SCRIPTS}/parse_medquad.py --archive {input.archive:q} --output {output.queries:q}"
         " --rejects {output.rejects:q} --stats {output.stats:q}"
@@ -58,20 +58,20 @@ rule import_queries:
         queries="results/{domain}/queries.jsonl",
         rejects="results/{domain}/queries.rejects.jsonl",
         stats="results/{domain}/queries.stats.json",
-    wildcard_constraints:
-        domain=domain_pattern(FILE_DOMAINS),
-    params:
-        max_reject_fraction=config["medquad"]["max_reject_fraction"],
     log:
         "logs/{domain}/import_queries.log",
     benchmark:
         "benchmarks/{domain}/import_queries.tsv"
+    wildcard_constraints:
+        domain=domain_pattern(FILE_DOMAINS),
     conda:
         "../../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=15,
+    params:
+        max_reject_fraction=domain_max_reject_fraction,
     shell:
         "python {SCRIPTS}/import_queries.py --source {input.source:q} --domain {wildcards.domain}"
         " --output {output.queries:q} --rejects {output.rejects:q} --stats {output.stats:q}"
@@ -86,11 +86,6 @@ rule split_queries:
         val="results/{domain}/splits/val.jsonl",
         test="results/{domain}/splits/test.jsonl",
         stats="results/{domain}/splits/stats.json",
-    params:
-        train=config["split"]["train"],
-        val=config["split"]["val"],
-        test=config["split"]["test"],
-        seed=config["split"]["seed"],
     log:
         "logs/{domain}/split_queries.log",
     benchmark:
@@ -101,6 +96,11 @@ rule split_queries:
     resources:
         mem_mb=2000,
         runtime=15,
+    params:
+        train=config["split"]["train"],
+        val=config["split"]["val"],
+        test=config["split"]["test"],
+        seed=config["split"]["seed"],
     shell:
         "python {SCRIPTS}/split_queries.py --queries {input.queries:q} --train {output.train:q}"
         " --val {output.val:q} --test {output.test:q} --stats {output.stats:q}"

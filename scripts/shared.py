@@ -76,6 +76,10 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     try:
         with handle:
             yield handle
+        # NamedTemporaryFile creates 0600 files; give the result the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

@@ -21,7 +21,8 @@ FINAL = ["all"]
 
 
 def quick_args(*extra: str) -> list[str]:
-    return [*QUICK, *extra]
+    # Targets before --configfile, which takes every following word as a file.
+    return [*extra, *QUICK]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
 rule download_medquad:
+    input:
+        script=step_script("download_medquad.py"),
     output:
         archive=protected("resources/medquad/MedQuAD-{commit}.zip"),
     log:
@@ -16,13 +18,14 @@ rule download_medquad:
         content_sha256=config["medquad"]["content_sha256"],
         max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
     shell:
-        "python {SCRIPTS}/download_medquad.py --source {params.source:q} --output {output.archive:q}"
+        "python {input.script:q} --source {params.source:q} --output {output.archive:q}"
         " --content-sha256 {params.content_sha256:q} --max-unpacked-mb {params.max_unpacked_mb}"
         " > {log:q} 2>&1"
 
 
 rule parse_medquad:
     input:
+        script=step_script("parse_medquad.py"),
         archive=medquad_archive_path(),
     output:
         queries="results/{domain}/queries.jsonl",
@@ -45,7 +48,7 @@ rule parse_medquad:
         max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
         max_reject_fraction=config["medquad"]["max_reject_fraction"],
     shell:
-        "python {SCRIPTS}/parse_medquad.py --archive {input.archive:q} --output {output.queries:q}"
+        "python {input.script:q} --archive {input.archive:q} --output {output.queries:q}"
         " --rejects {output.rejects:q} --stats {output.stats:q}"
         " --content-sha256 {params.content_sha256:q} --max-unpacked-mb {params.max_unpacked_mb}"
         " --max-reject-fraction {params.max_reject_fraction} > {log:q} 2>&1"
@@ -53,6 +56,7 @@ rule parse_medquad:
 
 rule import_queries:
     input:
+        script=step_script("import_queries.py"),
         source=domain_queries_file,
     output:
         queries="results/{domain}/queries.jsonl",
@@ -73,13 +77,14 @@ rule import_queries:
     params:
         max_reject_fraction=domain_max_reject_fraction,
     shell:
-        "python {SCRIPTS}/import_queries.py --source {input.source:q} --domain {wildcards.domain}"
+        "python {input.script:q} --source {input.source:q} --domain {wildcards.domain}"
         " --output {output.queries:q} --rejects {output.rejects:q} --stats {output.stats:q}"
         " --max-reject-fraction {params.max_reject_fraction} > {log:q} 2>&1"
 
 
 rule split_queries:
     input:
+        script=step_script("split_queries.py"),
         queries="results/{domain}/queries.jsonl",
     output:
         train="results/{domain}/splits/train.jsonl",
@@ -102,7 +107,7 @@ rule split_queries:
         test=config["split"]["test"],
         seed=config["split"]["seed"],
     shell:
-        "python {SCRIPTS}/split_queries.py --queries {input.queries:q} --train {output.train:q}"
+        "python {input.script:q} --queries {input.queries:q} --train {output.train:q}"
         " --val {output.val:q} --test {output.test:q} --stats {output.stats:q}"
         " --train-fraction {params.train} --val-fraction {params.val} --test-fraction {params.test}"
         " --seed {params.seed} > {log:q} 2>&1"

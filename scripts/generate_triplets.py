@@ -1,0 +1,253 @@
+"""Generate training triplets (anchor, positive = paraphrase, negative = hard negative) for ONE
+shard of one split, with the `structure` backend (MedQuAD annotations, no LLM) or an LLM backend
+(`vllm`, `openai`; see llm_backends.py). The shared quality filters of triplet_quality.py apply
+to every backend. Writes the shard's triplets and stats atomically; re-running overwrites.
+
+A query belongs to shard K of N when int(sha256(id), 16) % N == K. The step fails when fewer
+than --min-yield of the shard's queries yield at least one triplet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from shared import PipelineError, dumps, read_jsonl, run_main, setup_logging, write_json, write_jsonl
+from triplet_quality import Candidate, build_triplets, triplet_record
+
+BACKENDS = ("structure", "vllm", "openai")
+SPLITS = ("train", "val", "test")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = parser.add_argument_group("input and output")
+    io.add_argument("--input", required=True, help="split JSONL (results/{domain}/splits/{split}.jsonl)")
+    io.add_argument("--output", required=True, help="this shard's triplets JSONL")
+    io.add_argument("--stats", required=True, help="this shard's stats JSON")
+    io.add_argument("--split", required=True, choices=SPLITS)
+    io.add_argument("--domain", required=True)
+    io.add_argument("--shard", type=int, default=0, help="this shard's number K, 0 <= K < N")
+    io.add_argument("--shards", type=int, default=1, help="number of shards N")
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--backend", choices=BACKENDS, default="structure")
+    gen.add_argument("--spec", default=None, help="domain prompt spec YAML (LLM backends)")
+    gen.add_argument("--paraphrases", type=int, default=3, help="positives per query (at most)")
+    gen.add_argument("--negatives", type=int, default=2, help="hard negatives per query (at most)")
+    gen.add_argument("--max-queries", type=int, default=0, help="seeded subset of the split; 0 = all")
+    gen.add_argument("--batch-size", type=int, default=32)
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--max-retries", type=int, default=2, help="LLM re-asks after a bad answer")
+    gen.add_argument("--min-yield", type=float, default=0.5)
+    llm = parser.add_argument_group("LLM backends (passed through to llm_backends.make_backend)")
+    llm.add_argument("--model", default=None)
+    llm.add_argument("--revision", default="main")
+    llm.add_argument("--tensor-parallel", type=int, default=1)
+    llm.add_argument("--max-model-len", type=int, default=4096)
+    llm.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    llm.add_argument("--dtype", default="auto")
+    llm.add_argument("--temperature", type=float, default=0.7)
+    llm.add_argument("--top-p", type=float, default=0.9)
+    llm.add_argument("--max-tokens", type=int, default=512)
+    llm.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    llm.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    llm.add_argument("--concurrency", type=int, default=8)
+    llm.add_argument("--timeout", type=float, default=120.0, help="seconds per request (openai)")
+    llm.add_argument("--openai-retries", type=int, default=4, help="transport retries per request (openai)")
+    structure = parser.add_argument_group("structure backend")
+    structure.add_argument("--forms", default="resources/domains/medical_forms.yaml")
+    structure.add_argument("--max-synonym-words", type=int, default=8)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if args.shards < 1 or not 0 <= args.shard < args.shards:
+        parser.error(f"--shard {args.shard} must be in [0, --shards {args.shards})")
+    for name in ("paraphrases", "negatives", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_queries < 0:
+        parser.error("--max-queries must be >= 0")
+    if not 0 <= args.min_yield <= 1:
+        parser.error("--min-yield must be in [0, 1]")
+    if args.backend != "structure" and not args.spec:
+        parser.error(f"--backend {args.backend} needs --spec (the domain's prompt spec)")
+    return args
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_of(query_id: str, shards: int) -> int:
+    return int(hashlib.sha256(query_id.encode("utf-8")).hexdigest(), 16) % shards
+
+
+def subset(records: list[dict], max_queries: int, seed: int) -> list[dict]:
+    """A seeded, order-independent subset of `max_queries` records (all when 0), in input order."""
+    if not max_queries or max_queries >= len(records):
+        return records
+    ranked = sorted(records, key=lambda r: hashlib.sha256(f"{seed}:{r['id']}".encode("utf-8")).hexdigest())
+    keep = {r["id"] for r in ranked[:max_queries]}
+    return [r for r in records if r["id"] in keep]
+
+
+def read_split(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: split file not found; run the split_queries step first")
+    records, seen = [], set()
+    for line, record in enumerate(read_jsonl(path), start=1):
+        if not isinstance(record.get("id"), str) or not isinstance(record.get("query"), str):
+            raise PipelineError(f"{path}: record {line} lacks a string `id` or `query`; regenerate the split")
+        if record["id"] in seen:
+            raise PipelineError(f"{path}: record {line} repeats id {record['id']!r}; regenerate the split")
+        seen.add(record["id"])
+        records.append(record)
+    return records
+
+
+def llm_settings(args: argparse.Namespace) -> dict:
+    return {
+        "model": args.model or None, "revision": args.revision, "tensor_parallel": args.tensor_parallel,
+        "max_model_len": args.max_model_len, "gpu_memory_utilization": args.gpu_memory_utilization,
+        "dtype": args.dtype, "seed": args.seed, "temperature": args.temperature, "top_p": args.top_p,
+        "max_tokens": args.max_tokens, "batch_size": args.batch_size, "max_retries": args.max_retries,
+        "base_url": args.base_url, "api_key_env": args.api_key_env, "concurrency": args.concurrency,
+        "timeout_s": args.timeout, "retries": args.openai_retries,
+    }
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """What defines a run: shards of one split must agree on all of it to be gathered together."""
+    settings = {
+        "backend": args.backend, "domain": args.domain, "paraphrases": args.paraphrases,
+        "negatives": args.negatives, "max_queries": args.max_queries, "seed": args.seed,
+    }
+    if args.backend == "structure":
+        from structure_generator import forms_digest
+
+        settings.update(forms_sha256=forms_digest(args.forms), max_synonym_words=args.max_synonym_words)
+    else:
+        settings.update(spec_sha256=sha256_file(args.spec), **{
+            k: v for k, v in llm_settings(args).items() if k not in ("api_key_env", "concurrency", "timeout_s", "retries")
+        })
+    return settings
+
+
+def candidates_per_batch(backend, name: str, batch: list[dict], paraphrases: int, negatives: int, failures: Counter, attempts: Counter):
+    """(positives, negatives) candidate lists for each query of the batch, in order."""
+    if name == "structure":
+        return [backend.candidates(record, paraphrases, negatives) for record in batch]
+    results = backend.generate(batch, paraphrases, negatives)
+    if len(results) != len(batch):
+        raise PipelineError(f"backend {name} answered {len(results)} results for {len(batch)} queries")
+    out = []
+    for record, result in zip(batch, results):
+        if result.query_id != record["id"]:
+            raise PipelineError(f"backend {name} answered query {result.query_id!r} in place of {record['id']!r}")
+        attempts["attempts"] += int(result.attempts or 0)
+        if result.failure:
+            failures[result.failure] += 1
+        out.append((
+            [Candidate(text, "llm_paraphrase") for text in result.paraphrases or []],
+            [Candidate(text, "llm_hard_negative") for text in result.negatives or []],
+        ))
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = setup_logging(args.verbose)
+    started = time.perf_counter()
+    if Path(args.output).resolve() in (Path(args.input).resolve(), Path(args.stats).resolve()):
+        raise PipelineError(f"--output {args.output} would overwrite --input or --stats; give it its own path")
+    records = read_split(args.input)
+    input_sha256 = sha256_file(args.input)
+    chosen = subset(records, args.max_queries, args.seed)
+    shard = [r for r in chosen if shard_of(r["id"], args.shards) == args.shard]
+    log.info("%s: %d queries, %d chosen, %d in shard %d of %d", args.input, len(records), len(chosen), len(shard), args.shard, args.shards)
+
+    if args.backend == "structure":
+        from structure_generator import StructureBackend, load_forms
+
+        backend = StructureBackend(
+            records, args.split, load_forms(args.forms), seed=args.seed, max_synonym_words=args.max_synonym_words
+        )
+    else:
+        from llm_backends import load_spec, make_backend
+
+        backend = make_backend(args.backend, llm_settings(args), load_spec(args.spec))
+    model = getattr(backend, "model", None)
+
+    drops: Counter = Counter()
+    failures: Counter = Counter()
+    attempts: Counter = Counter()
+    positive_kinds: Counter = Counter()
+    negative_kinds: Counter = Counter()
+    triplets: list[dict] = []
+    with_triplets = without_negatives = 0
+    try:
+        with tqdm(total=len(shard), desc=f"{args.split} shard {args.shard}", unit="query", file=sys.stderr, mininterval=5) as progress:
+            for start in range(0, len(shard), args.batch_size):
+                batch = shard[start:start + args.batch_size]
+                for record, (positives, negatives) in zip(
+                    batch, candidates_per_batch(backend, args.backend, batch, args.paraphrases, args.negatives, failures, attempts)
+                ):
+                    before = drops["positive_without_negative"]
+                    pairs = build_triplets(record["query"], positives, negatives, args.paraphrases, args.negatives, drops)
+                    if drops["positive_without_negative"] > before:
+                        without_negatives += 1
+                    if pairs:
+                        with_triplets += 1
+                    for positive, negative in pairs:
+                        positive_kinds[positive.kind] += 1
+                        negative_kinds[negative.kind] += 1
+                        triplets.append(triplet_record(
+                            record["query"], positive, negative, query=record, split=args.split,
+                            domain=args.domain, backend=args.backend, model=model,
+                        ))
+                progress.update(len(batch))
+    finally:
+        backend.close()
+
+    settings = run_settings(args)
+    stats = {
+        "split": args.split, "domain": args.domain, "shard": args.shard, "shards": args.shards,
+        "backend": args.backend, "model": model, "input_sha256": input_sha256,
+        "settings": settings, "settings_sha256": hashlib.sha256(dumps(settings).encode("utf-8")).hexdigest(),
+        "split_queries": len(records), "chosen_queries": len(chosen),
+        "queries": len(shard), "queries_with_triplets": with_triplets,
+        "queries_without_negatives": without_negatives,
+        "yield": round(with_triplets / len(shard), 6) if shard else None,
+        "triplets": len(triplets), "dropped": {k: v for k, v in sorted(drops.items()) if v}, "failures": dict(sorted(failures.items())),
+        "positive_kinds": dict(sorted(positive_kinds.items())), "negative_kinds": dict(sorted(negative_kinds.items())),
+        "synonyms_filtered": dict(sorted(getattr(backend, "synonyms_filtered", Counter()).items())),
+        "skipped_queries": dict(sorted(getattr(backend, "skipped", Counter()).items())),
+        "qtypes_without_forms": dict(sorted(getattr(backend, "missing_forms", Counter()).items())),
+        "llm_attempts": attempts["attempts"],
+    }
+    elapsed = time.perf_counter() - started
+    log.info("stats: %s", dumps(stats))
+    log.info("%d triplets from %d queries in %.1f s (%.0f triplets/s)", len(triplets), len(shard), elapsed, len(triplets) / max(elapsed, 1e-9))
+    if shard and with_triplets / len(shard) < args.min_yield:
+        raise PipelineError(
+            f"{args.input} shard {args.shard}/{args.shards}: only {with_triplets} of {len(shard)} queries "
+            f"({with_triplets / len(shard):.1%}) yielded a triplet, under --min-yield {args.min_yield}; "
+            f"failures {dict(failures)}, drops {dict(drops)} (see the log); fix the backend or lower generate.min_yield"
+        )
+    write_jsonl(args.output, triplets)
+    write_json(args.stats, stats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,450 @@
+"""Write one self-contained HTML report of a domain's run: data, training, evaluation, config.
+
+Images are embedded as base64 data URIs, CSS is inline, and a Content-Security-Policy forbids
+any network fetch, so the page opens offline and can be mailed as one file. Every value from
+the inputs is HTML-escaped. Stats files are read tolerantly: a missing key shows as "n/a".
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from shared import PipelineError, atomic_output, read_json, run_main, setup_logging, write_json
+
+LOG = logging.getLogger("make_report")
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#222;line-height:1.45;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+h3{margin-top:1.4rem}table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem}
+th,td{border:1px solid #ccc;padding:.25rem .55rem;text-align:right;vertical-align:top}
+th{background:#f3f3f3}table.kv td{text-align:left}td:first-child,th:first-child{text-align:left}
+.warn{background:#fff4e5;border-left:5px solid #f0a020;padding:.7rem 1rem;margin:1rem 0}
+.muted{color:#777}.good{color:#1a7f37}.bad{color:#b42318}
+pre{background:#f7f7f7;border:1px solid #ddd;padding:.8rem;overflow:auto;font-size:.82rem;max-height:40rem}
+img{max-width:100%;border:1px solid #eee;margin:.4rem 0}nav a{margin-right:1rem}
+figure{margin:1rem 0}.row{display:flex;flex-wrap:wrap;gap:2rem;align-items:flex-start}figcaption{font-size:.85rem;color:#555}
+"""
+PLOT_CAPTIONS = {
+    "similarity_histograms": "Cosine similarity of test pairs: anchor-positive pairs must hit, anchor-negative pairs must miss. "
+                             "The dashed line is each model's own threshold for the deploy precision.",
+    "precision_recall": "Precision of served hits against recall (hit rate of paraphrases), base vs adapter; "
+                        "dots mark each model's recommended threshold.",
+    "threshold_sweep": "Precision (solid) and hit rate (dashed) against the threshold: training moves the curves, "
+                       "so each model needs its own threshold (dotted lines).",
+}
+SKIP_SERIES = ("runtime", "per_second", "samples", "flos", "epoch")
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}f}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def signed(value, digits: int = 3, higher_is_better: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    better = value > 0 if higher_is_better else value < 0
+    css = "muted" if value == 0 else "good" if better else "bad"
+    return f'<span class="{css}">{esc(f"{value:+.{digits}f}")}</span>'
+
+
+def get(data, *path, default=None):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return default
+        data = data[key]
+    return data
+
+
+def table(header: list[str], rows: list[list], raw_columns: set[int] | frozenset = frozenset()) -> str:
+    """An HTML table; cells are escaped except those in raw_columns (already-built HTML)."""
+    head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell if index in raw_columns else esc(fmt(cell))}</td>" for index, cell in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def flatten(data, prefix: str = "") -> list[tuple[str, object]]:
+    items = []
+    if isinstance(data, dict):
+        for key in sorted(data, key=str):
+            items += flatten(data[key], f"{prefix}.{key}" if prefix else str(key))
+    else:
+        items.append((prefix, data))
+    return items
+
+
+def key_value_table(data: dict, skip: tuple = ()) -> str:
+    rows = [[key, value] for key, value in flatten({k: v for k, v in (data or {}).items() if k not in skip})]
+    return table(["key", "value"], rows).replace("<table>", '<table class="kv">', 1) if rows else '<p class="muted">nothing recorded</p>'
+
+
+def counts_table(title: str, counts) -> str:
+    if not isinstance(counts, dict) or not counts:
+        return ""
+    total = sum(value for value in counts.values() if isinstance(value, (int, float))) or 1
+    rows = [[key, value, f"{100 * value / total:.1f}%" if isinstance(value, (int, float)) else ""]
+            for key, value in sorted(counts.items(), key=lambda item: (-item[1] if isinstance(item[1], (int, float)) else 0, str(item[0])))]
+    return f"<h3>{esc(title)}</h3>" + table(["", "count", "share"], rows)
+
+
+def image_tag(png: bytes, alt: str) -> str:
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+# ---------------------------------------------------------------- training curves
+
+
+def training_series(history) -> dict[str, list[tuple[float, float]]]:
+    """Find every logged entry with a step (a dict with "step" or "global_step") anywhere in the
+    history and gather its numeric fields into series by name. Entries under a key containing
+    "eval" or "val" get an "eval_" prefix unless they already have one."""
+    series: dict[str, list[tuple[float, float]]] = {}
+
+    def walk(node, in_eval: bool):
+        if isinstance(node, list):
+            for item in node:
+                walk(item, in_eval)
+        elif isinstance(node, dict):
+            step = node.get("step", node.get("global_step"))
+            if isinstance(step, (int, float)) and not isinstance(step, bool):
+                for key, value in node.items():
+                    if key in ("step", "global_step") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                        continue
+                    if any(part in key for part in SKIP_SERIES) or not math.isfinite(value):
+                        continue
+                    name = key
+                    if in_eval and not key.startswith("eval"):
+                        name = f"eval_{key}"
+                    elif key == "loss":
+                        name = "train_loss"
+                    series.setdefault(name, []).append((float(step), float(value)))
+            for key, value in node.items():
+                if isinstance(value, (dict, list)):
+                    lowered = str(key).casefold()
+                    walk(value, in_eval or "eval" in lowered or lowered.startswith("val"))
+
+    walk(history, False)
+    return {name: sorted(set(points)) for name, points in sorted(series.items())}
+
+
+def training_plot(series: dict) -> bytes | None:
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = {name: points for name, points in series.items() if "loss" in name}
+    others = {name: points for name, points in series.items()
+              if "loss" not in name and name not in ("learning_rate", "grad_norm")}
+    panels = [("loss", losses)] + ([("evaluation", others)] if others else [])
+    if "learning_rate" in series:
+        panels.append(("learning rate", {"learning_rate": series["learning_rate"]}))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for axis, (title, group) in zip(axes[0], panels):
+        for name, points in group.items():
+            steps, values = zip(*points)
+            axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=name)
+        axis.set_title(title)
+        axis.set_xlabel("step")
+        if group:
+            axis.legend(fontsize=7)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_data(queries_stats, split_stats, triplet_stats: dict) -> str:
+    parts = ['<h2 id="data">Data</h2>']
+    if queries_stats is not None:
+        q = queries_stats
+        parts.append("<h3>Queries</h3>" + table(["", "value"], [
+            ["documents", get(q, "documents")], ["records", get(q, "records")],
+            ["rejects", get(q, "rejects")], ["duplicates merged", get(q, "duplicates_merged")],
+        ]))
+        parts.append('<div class="row">' + "".join(
+            f"<div>{counts_table(title, get(q, key))}</div>" for title, key in (
+                ("Rejects by reason", "rejects_by_reason"), ("Records by collection", "records_by_collection"),
+                ("Records by question type", "records_by_qtype"))) + "</div>")
+    else:
+        parts.append('<p class="muted">No query statistics given.</p>')
+    if split_stats is not None:
+        sizes = get(split_stats, "sizes", default={})
+        rows = [[name, value] for name, value in (sizes.items() if isinstance(sizes, dict) else [])]
+        rows.append(["focus overlap between splits (must be 0)", get(split_stats, "focus_overlap_total")])
+        parts.append("<h3>Splits</h3>" + table(["", "value"], rows))
+        rest = {k: v for k, v in split_stats.items() if k not in ("sizes", "focus_overlap_total")}
+        if rest:
+            parts.append("<details><summary>All split statistics</summary>" + key_value_table(rest) + "</details>")
+    if triplet_stats:
+        splits = sorted(triplet_stats)
+        rows = [[split, get(triplet_stats[split], "triplets"), get(triplet_stats[split], "yield")] for split in splits]
+        parts.append("<h3>Triplets</h3>" + table(["split", "triplets", "yield"], rows))
+        for field, title in (("dropped", "Dropped by reason"), ("failures", "Failures by reason")):
+            reasons = sorted({reason for split in splits for reason in (get(triplet_stats[split], field, default={}) or {})})
+            if reasons:
+                rows = [[reason] + [get(triplet_stats[split], field, reason, default=0) for split in splits] for reason in reasons]
+                parts.append(f"<h3>{esc(title)}</h3>" + table(["reason"] + splits, rows))
+        for split in splits:
+            rest = {k: v for k, v in triplet_stats[split].items() if k not in ("triplets", "yield", "dropped", "failures")}
+            if rest:
+                parts.append(f"<details><summary>All statistics of the {esc(split)} triplets</summary>{key_value_table(rest)}</details>")
+    return "\n".join(parts)
+
+
+def section_training(history, training_info) -> str:
+    parts = ['<h2 id="training">Training</h2>']
+    if history is not None:
+        series = training_series(history)
+        png = training_plot(series)
+        if png:
+            parts.append(f"<figure>{image_tag(png, 'training curves')}<figcaption>Training and evaluation curves "
+                         f"from history.json ({esc(', '.join(series))}).</figcaption></figure>")
+        else:
+            parts.append('<p class="muted">history.json holds no entries with a step.</p>')
+    if training_info is not None:
+        parts.append("<h3>Training info</h3>" + key_value_table(training_info))
+    return "\n".join(parts)
+
+
+def _ci_text(ci: dict, key: str) -> str:
+    entry = ci.get(key) or {}
+    if entry.get("low") is None:
+        return "n/a"
+    return f"[{entry['low']:+.3f}, {entry['high']:+.3f}]"
+
+
+def section_metrics(metrics: dict, plots: list[Path]) -> str:
+    test = metrics.get("test", {})
+    base, adapter, delta, ci = (test.get(key, {}) for key in ("base", "adapter", "delta", "ci"))
+    rec = metrics.get("recommended_threshold", {})
+    parts = ['<h2 id="evaluation">Evaluation as a semantic cache</h2>',
+             f"<p>Test triplets: {esc(fmt(get(metrics, 'counts', 'triplets')))}; distinct cached anchors: "
+             f"{esc(fmt(get(metrics, 'counts', 'anchors')))}. A pair is served from the cache when its cosine "
+             "similarity is at least the threshold. Deltas are adapter minus base; intervals are 95% paired "
+             f"bootstrap intervals over triplets ({esc(fmt(get(metrics, 'settings', 'bootstrap')))} resamples).</p>"]
+
+    # Recommended threshold and the warning.
+    rows = []
+    for label, key in (("adapter, its own threshold", "adapter"), ("base, its own threshold", "base"),
+                       ("base at the adapter's threshold", "base_at_adapter_threshold"),
+                       ("adapter at the base's threshold", "adapter_at_base_threshold")):
+        point = rec.get(key)
+        rows.append([label] + (["unreachable", None, None, None] if not point else
+                               [fmt(point.get("threshold"), 4), point.get("precision"), point.get("recall"), point.get("f1")]))
+    adapter_threshold = get(rec, "adapter", "threshold")
+    base_threshold = get(rec, "base", "threshold")
+    parts.append('<h3 id="threshold">Recommended threshold</h3>')
+    parts.append(
+        '<div class="warn"><strong>The threshold moves.</strong> ' + esc(rec.get("note", "")) +
+        f" For precision &ge; {esc(fmt(rec.get('deploy_precision')))}: adapter threshold "
+        f"<strong>{esc(fmt(adapter_threshold, 4))}</strong>, base threshold {esc(fmt(base_threshold, 4))}.</div>"
+    )
+    parts.append(table(["", "threshold", "precision", "recall", "F1"], rows))
+    cache = rec.get("cache") or {}
+    cache_rows = [[name, fmt(get(cache, name, "threshold"), 4), get(cache, name, "hit_rate"), get(cache, name, "wrong_hit_rate"),
+                   get(cache, name, "false_hit_rate"), get(cache, name, "hit_precision")] for name in ("base", "adapter")]
+    parts.append("<p>Cache simulation at each model's own threshold (every distinct test anchor cached; paraphrases and "
+                 "negatives looked up):</p>" + table(["model", "threshold", "hit rate", "wrong-hit rate", "false-hit rate", "hit precision"], cache_rows))
+
+    # Summary with CIs.
+    rows = []
+    for key, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("triplet_accuracy", "triplet accuracy"),
+                       ("mean_pos", "mean cosine anchor-positive"), ("mean_neg", "mean cosine anchor-negative"),
+                       ("margin", "margin (pos - neg)")):
+        rows.append([label, fmt(base.get(key)), fmt(adapter.get(key)),
+                     signed(delta.get(key), higher_is_better=key != "mean_neg"), esc(_ci_text(ci, key))])
+    for key in sorted(base.get("at_precision", {}) or {}):
+        b, a = base["at_precision"][key] or {}, (adapter.get("at_precision", {}) or {}).get(key) or {}
+        rows.append([f"recall at precision {key}",
+                     f"{fmt(b.get('recall'))} (t={fmt(b.get('threshold'))})", f"{fmt(a.get('recall'))} (t={fmt(a.get('threshold'))})",
+                     signed(get(delta, "at_precision", key, "recall")), esc(_ci_text(ci, f"recall_at_precision_{key}"))])
+    rows.append(["best F1", f"{fmt(get(base, 'best_f1', 'f1'))} (t={fmt(get(base, 'best_f1', 'threshold'))})",
+                 f"{fmt(get(adapter, 'best_f1', 'f1'))} (t={fmt(get(adapter, 'best_f1', 'threshold'))})",
+                 signed(get(delta, "best_f1", "f1")), "n/a"])
+    rows.append(["cache rank-1 accuracy", fmt(get(base, "cache", "rank1_accuracy")), fmt(get(adapter, "cache", "rank1_accuracy")),
+                 signed(get(delta, "cache", "rank1_accuracy")), "n/a"])
+    parts.append('<h3 id="summary">Summary</h3>' + table(["figure", "base", "adapter", "delta", "95% CI of delta"], rows, {3, 4}))
+
+    rows = []
+    for key in sorted(base.get("at_threshold", {}) or {}):
+        b, a = base["at_threshold"][key], adapter["at_threshold"][key]
+        bc, ac = get(base, "cache", "at_threshold", key, default={}), get(adapter, "cache", "at_threshold", key, default={})
+        rows.append([key, b["precision"], b["recall"], b["f1"], a["precision"], a["recall"], a["f1"],
+                     bc.get("hit_rate"), ac.get("hit_rate"), bc.get("false_hit_rate"), ac.get("false_hit_rate")])
+    parts.append("<h3>At fixed thresholds</h3><p>The same threshold means different things for the two models.</p>" + table(
+        ["threshold", "base P", "base R", "base F1", "adapter P", "adapter R", "adapter F1",
+         "base cache hit rate", "adapter cache hit rate", "base false-hit rate", "adapter false-hit rate"], rows))
+
+    for key, title in (("by_negative_kind", "By negative kind"), ("by_qtype", "By question type")):
+        groups = test.get(key) or {}
+        rows = []
+        for group, entry in groups.items():
+            b, a = entry.get("base", {}), entry.get("adapter", {})
+            rows.append([group, entry.get("triplets"), b.get("roc_auc"), a.get("roc_auc"), b.get("triplet_accuracy"),
+                         a.get("triplet_accuracy"), b.get("margin"), a.get("margin"),
+                         get(b, "at_recommended_threshold", "recall"), get(a, "at_recommended_threshold", "recall")])
+        if rows:
+            parts.append(f"<h3>{esc(title)}</h3>" + table(
+                ["group", "triplets", "base ROC-AUC", "adapter ROC-AUC", "base triplet acc.", "adapter triplet acc.",
+                 "base margin", "adapter margin", "base recall at own threshold", "adapter recall at own threshold"], rows))
+
+    parts.append('<h3 id="plots">Plots</h3>')
+    for plot in plots:
+        caption = PLOT_CAPTIONS.get(plot.stem, plot.stem)
+        parts.append(f"<figure>{image_tag(plot.read_bytes(), plot.stem)}<figcaption>{esc(caption)}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def section_external(metrics: dict) -> str:
+    external = metrics.get("external") or {}
+    parts = ['<h2 id="external">External labelled pairs</h2>']
+    if not external:
+        parts.append('<p class="muted">No external pair sets configured (evaluate.external).</p>')
+        return "\n".join(parts)
+    rows = []
+    for name, entry in sorted(external.items()):
+        b, a, d = entry.get("base", {}), entry.get("adapter", {}), entry.get("delta", {})
+        rows.append([esc(name), esc(fmt(entry.get("pairs"))), esc(fmt(b.get("roc_auc"))), esc(fmt(a.get("roc_auc"))),
+                     signed(d.get("roc_auc")), esc(fmt(b.get("pr_auc"))), esc(fmt(a.get("pr_auc"))), signed(d.get("pr_auc")),
+                     esc(f"{fmt(get(b, 'at_recommended_threshold', 'precision'))} / {fmt(get(b, 'at_recommended_threshold', 'recall'))}"),
+                     esc(f"{fmt(get(a, 'at_recommended_threshold', 'precision'))} / {fmt(get(a, 'at_recommended_threshold', 'recall'))}")])
+    parts.append("<p>Pairs labelled 1 (same intent, must hit) or 0 (different intent, must miss); precision/recall at each "
+                 "model's own test-set threshold.</p>")
+    parts.append(table(["set", "pairs", "base ROC-AUC", "adapter ROC-AUC", "delta", "base PR-AUC", "adapter PR-AUC", "delta",
+                        "base P / R", "adapter P / R"], rows, set(range(10))))
+    return "\n".join(parts)
+
+
+def render_report(domain: str, metrics: dict, plots: list[Path], queries_stats=None, split_stats=None,
+                  triplet_stats: dict | None = None, history=None, training_info=None, effective_config=None) -> str:
+    models = metrics.get("models", {})
+    headline = (f"ROC-AUC {fmt(get(metrics, 'test', 'base', 'roc_auc'))} (base) &rarr; "
+                f"{fmt(get(metrics, 'test', 'adapter', 'roc_auc'))} (adapter)")
+    body = [
+        f"<h1>Cache-embedding report: {esc(domain)}</h1>",
+        f"<p class=\"muted\">Base model {esc(models.get('adapter_base_model') or models.get('base', 'n/a'))}; "
+        f"adapter {esc(models.get('adapter', 'n/a'))}. {headline}.</p>",
+        '<nav><a href="#data">Data</a><a href="#training">Training</a><a href="#evaluation">Evaluation</a>'
+        '<a href="#threshold">Threshold</a><a href="#external">External sets</a><a href="#config">Config</a></nav>',
+        section_data(queries_stats, split_stats, triplet_stats or {}),
+        section_training(history, training_info),
+        section_metrics(metrics, plots),
+        section_external(metrics),
+        '<h2 id="config">Effective configuration</h2>',
+        f"<pre>{esc(json.dumps(effective_config, indent=2, sort_keys=True, ensure_ascii=False))}</pre>"
+        if effective_config is not None else '<p class="muted">not given</p>',
+        "<h2>Versions</h2>" + key_value_table(metrics.get("versions", {})),
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>Cache-embedding report: {esc(domain)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body) + "\n</body>\n</html>\n"
+    )
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _read_optional(path):
+    if not path:
+        return None
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found") from None
+    except json.JSONDecodeError as error:
+        raise PipelineError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+
+
+def triplet_split_name(path: str) -> str:
+    """results/x/triplets/train.stats.json -> train."""
+    name = Path(path).name
+    return name.split(".stats")[0] if ".stats" in name else Path(path).stem
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--metrics", required=True, help="metrics.json from evaluate_adapter")
+    parser.add_argument("--plots", nargs="*", default=[], help="PNG plots to embed")
+    parser.add_argument("--queries-stats")
+    parser.add_argument("--split-stats")
+    parser.add_argument("--triplet-stats", nargs="*", default=[], help="{split}.stats.json files")
+    parser.add_argument("--history", help="training history.json")
+    parser.add_argument("--training-info", help="the adapter's training_info.json")
+    parser.add_argument("--effective-config-json", help="the run's effective config as a JSON string")
+    parser.add_argument("--write-effective-config", help="also write that config, pretty, to this file")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    effective_config = None
+    if args.effective_config_json is not None:
+        try:
+            effective_config = json.loads(args.effective_config_json)
+        except json.JSONDecodeError as error:
+            raise PipelineError(f"--effective-config-json is not valid JSON ({error.msg})") from None
+        if args.write_effective_config:
+            write_json(args.write_effective_config, effective_config)
+    plots = [Path(p) for p in args.plots]
+    for plot in plots:
+        if not plot.is_file():
+            raise PipelineError(f"{plot}: plot not found")
+    triplet_stats = {}
+    for path in args.triplet_stats:
+        name = triplet_split_name(path)
+        if name in triplet_stats:
+            raise PipelineError(f"--triplet-stats: two files for the split '{name}'")
+        triplet_stats[name] = _read_optional(path) or {}
+    page = render_report(
+        args.domain, _read_optional(args.metrics), plots,
+        queries_stats=_read_optional(args.queries_stats), split_stats=_read_optional(args.split_stats),
+        triplet_stats=triplet_stats, history=_read_optional(args.history),
+        training_info=_read_optional(args.training_info), effective_config=effective_config,
+    )
+    with atomic_output(args.output) as handle:
+        handle.write(page)
+    LOG.info("wrote %s (%d kB)", args.output, len(page) // 1024)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,584 @@
+"""train_adapter: train a LoRA adapter for a sentence-transformers model on cache triplets.
+
+Each triplet is (anchor = original question, positive = paraphrase that must be a cache hit,
+negative = related but different question that must be a miss). The loss is
+MultipleNegativesRankingLoss over all three columns, so the hard negative is in every
+anchor's softmax next to the in-batch negatives (options: the cached variant for large
+batches, and GISTEmbedLoss guided by the frozen base model). Only the LoRA matrices on
+the attention projections train; the output folder holds the PEFT adapter (< 1 MB), not
+model weights.
+
+A killed run resumes from the last checkpoint in --checkpoint-dir when started again with
+the same settings; checkpoints of a run with other settings are discarded (logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from shared import PipelineError, comparison_key, dumps, read_json, read_jsonl, run_main, setup_logging, write_json
+
+LOG = setup_logging()
+TRIPLET_FIELDS = ("anchor", "positive", "negative")
+LOSSES = ("mnrl", "cached_mnrl", "gist")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+EVALUATOR_NAME = "val"
+RUN_CONFIG = "run_config.json"
+MEDQUAD_CITATION = (
+    "Ben Abacha and Demner-Fushman, A Question-Entailment Approach to Question Answering, "
+    "BMC Bioinformatics 20:511, 2019"
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-data", required=True, help="train triplets (JSONL: anchor, positive, negative)")
+    parser.add_argument("--val-data", required=True, help="validation triplets (JSONL)")
+    parser.add_argument("--base-model", required=True, help="local sentence-transformers folder of the base model")
+    parser.add_argument("--base-model-id", default="", help="hub id recorded as the adapter's base "
+                        "(default: base_model.json in --base-model, written by fetch_base_model.py)")
+    parser.add_argument("--output", required=True, help="adapter folder to write (e.g. models/medical/adapter)")
+    parser.add_argument("--history", default="", help="JSON file for the training curves")
+    parser.add_argument("--checkpoint-dir", default="", help="checkpoints for resuming (default: <output>.checkpoints)")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints after success")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=2e-4)
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--temperature", type=float, default=None, help="softmax temperature; scale = 1/temperature (default 0.05)")
+    scale.add_argument("--scale", type=float, default=None, help="similarity scale of the loss (default 20)")
+    parser.add_argument("--warmup-ratio", type=float, default=0.1)
+    parser.add_argument("--scheduler", default="linear", help="lr_scheduler_type (linear, cosine, constant, ...)")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--max-examples", type=int, default=0, help="train on a seeded subset of this size (0 = all)")
+    parser.add_argument("--max-val-examples", type=int, default=0, help="validate on a seeded subset (0 = all)")
+    parser.add_argument("--max-drop-fraction", type=float, default=0.05,
+                        help="fail when more than this fraction of triplets are unusable")
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--loss", choices=LOSSES, default="mnrl")
+    parser.add_argument("--mini-batch-size", type=int, default=32, help="mini-batch of cached_mnrl")
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--lora-alpha", type=float, default=32)
+    parser.add_argument("--lora-dropout", type=float, default=0.1)
+    parser.add_argument("--lora-target-modules", nargs="+", default=["query", "value"])
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--eval-steps", type=int, default=200, help="evaluate and checkpoint every N steps")
+    parser.add_argument("--logging-steps", type=int, default=0, help="log the loss every N steps (0: eval_steps/10)")
+    parser.add_argument("--best-metric", choices=("accuracy", "loss"), default="accuracy",
+                        help="checkpoint kept at the end: best validation triplet accuracy or lowest validation loss")
+    parser.add_argument("--device", default="", help="torch device (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    parser.add_argument("--domain", default="", help="domain name for the model card")
+    args = parser.parse_args(argv)
+    if args.scale is None:
+        temperature = 0.05 if args.temperature is None else args.temperature
+        if temperature <= 0:
+            parser.error("--temperature must be > 0")
+        args.scale = 1.0 / temperature
+    for name in ("epochs", "batch_size", "lr", "scale", "eval_steps", "max_seq_length", "lora_r"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0")
+    if args.batch_size < 2:
+        parser.error("--batch-size must be >= 2 (in-batch negatives)")
+    if not 0 <= args.warmup_ratio < 1:
+        parser.error("--warmup-ratio must be in [0, 1)")
+    if args.max_examples < 0 or args.max_val_examples < 0:
+        parser.error("--max-examples/--max-val-examples must be >= 0")
+    if not args.checkpoint_dir:
+        args.checkpoint_dir = str(Path(args.output).with_name(Path(args.output).name + ".checkpoints"))
+    return args
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: float) -> tuple[list[dict], dict]:
+    """Read triplets; a record without the three texts is a user error (file and line named).
+    Degenerate triplets (negative equal to anchor or positive, positive equal to nothing new)
+    are dropped and counted; more than max_drop_fraction of them fails the run."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: triplet file not found; run the generate step first")
+    kept, dropped, total = [], {}, 0
+    for line_number, record in enumerate(read_jsonl(path), start=1):
+        total += 1
+        for field in TRIPLET_FIELDS:
+            value = record.get(field)
+            if not isinstance(value, str) or not value.strip():
+                raise PipelineError(
+                    f"{path}: record {line_number} (id {record.get('id', '?')}): field {field!r} must be a "
+                    "non-empty string; regenerate the triplets or remove that record"
+                )
+        keys = {field: comparison_key(record[field]) for field in TRIPLET_FIELDS}
+        reason = None
+        if keys["negative"] in (keys["anchor"], keys["positive"]):
+            reason = "negative_equals_anchor_or_positive"
+        if reason:
+            dropped[reason] = dropped.get(reason, 0) + 1
+            continue
+        kept.append({field: record[field] for field in TRIPLET_FIELDS})
+    if total == 0:
+        raise PipelineError(f"{path}: no triplets; check the generate step's stats")
+    n_dropped = sum(dropped.values())
+    if n_dropped > max_drop_fraction * total:
+        raise PipelineError(
+            f"{path}: {n_dropped} of {total} triplets unusable ({dropped}), more than the allowed "
+            f"fraction {max_drop_fraction}; fix the generator or raise --max-drop-fraction"
+        )
+    if not kept:
+        raise PipelineError(f"{path}: every triplet was unusable ({dropped})")
+    available = len(kept)
+    if max_examples and max_examples < len(kept):
+        chosen = sorted(random.Random(seed).sample(range(len(kept)), max_examples))
+        kept = [kept[index] for index in chosen]
+    stats = {"file": str(path), "records": total, "usable": available, "used": len(kept), "dropped": dropped}
+    return kept, stats
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- model
+
+
+def resolve_base_model_id(base_model: str, base_model_id: str) -> tuple[str, str]:
+    """The hub id (and revision) recorded as the adapter's base; never a local path."""
+    info_path = Path(base_model) / "base_model.json"
+    info = read_json(info_path) if info_path.exists() else {}
+    hub_id = base_model_id or info.get("name", "")
+    if not hub_id:
+        raise PipelineError(
+            f"no hub id for the base model in {base_model}: pass --base-model-id (e.g. "
+            "sentence-transformers/all-MiniLM-L6-v2) or fetch it with scripts/fetch_base_model.py"
+        )
+    if os.path.isabs(hub_id) or hub_id.startswith(".") or hub_id.count("/") != 1:
+        raise PipelineError(f"--base-model-id {hub_id!r} is not a hub id of the form owner/name")
+    return hub_id, info.get("revision", "") if info.get("name", hub_id) == hub_id else ""
+
+
+def choose_precision(precision: str, device: str) -> str:
+    import torch
+
+    cuda = device.startswith("cuda")
+    if precision == "auto":
+        if cuda and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise PipelineError("--precision fp16 needs a CUDA device; use auto or fp32 on this machine")
+    if precision == "bf16" and not (cuda and torch.cuda.is_bf16_supported()):
+        raise PipelineError("--precision bf16 needs a CUDA device with bf16 support; use auto or fp32 here")
+    return precision
+
+
+def load_base(base_model: str, device: str, max_seq_length: int):
+    from sentence_transformers import SentenceTransformer
+
+    if not (Path(base_model) / "modules.json").exists():
+        raise PipelineError(
+            f"{base_model}: not a sentence-transformers folder (no modules.json); fetch it with "
+            "scripts/fetch_base_model.py or point --base-model at a seeded copy"
+        )
+    model = SentenceTransformer(str(base_model), device=device, local_files_only=True)
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def lora_config(args):
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.FEATURE_EXTRACTION, r=args.lora_r, lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout, target_modules=list(args.lora_target_modules),
+    )
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def make_loss(args, model):
+    from sentence_transformers.sentence_transformer import losses
+
+    if args.loss == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model, scale=args.scale)
+    if args.loss == "cached_mnrl":
+        return losses.CachedMultipleNegativesRankingLoss(model, scale=args.scale, mini_batch_size=args.mini_batch_size)
+    # GIST: the guide is the frozen base model (a separate copy without the adapter); in-batch
+    # candidates that the guide scores above the positive are masked out as likely false negatives.
+    guide = load_base(args.base_model, str(model.device), args.max_seq_length)
+    guide.requires_grad_(False)
+    guide.eval()
+    return losses.GISTEmbedLoss(model, guide=guide, temperature=1.0 / args.scale)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def run_fingerprint(args, train_sha: str, val_sha: str) -> dict:
+    """Everything that makes a checkpoint resumable by this run."""
+    keys = ("epochs", "batch_size", "lr", "scale", "warmup_ratio", "scheduler", "weight_decay", "max_grad_norm",
+            "max_examples", "max_val_examples", "max_seq_length", "seed", "loss", "mini_batch_size", "lora_r",
+            "lora_alpha", "lora_dropout", "lora_target_modules", "eval_steps", "best_metric")
+    config = {key: getattr(args, key) for key in keys}
+    config.update(train_sha256=train_sha, val_sha256=val_sha, base_model=str(Path(args.base_model).resolve()))
+    return config
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest checkpoint-N folder with a trainer state (a kill during saving leaves one without)."""
+    candidates = []
+    for folder in checkpoint_dir.glob("checkpoint-*"):
+        suffix = folder.name.rsplit("-", 1)[-1]
+        if folder.is_dir() and suffix.isdigit() and (folder / "trainer_state.json").exists():
+            candidates.append((int(suffix), folder))
+    return max(candidates)[1] if candidates else None
+
+
+def prepare_checkpoint_dir(checkpoint_dir: Path, fingerprint: dict) -> Path | None:
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    marker = checkpoint_dir / RUN_CONFIG
+    if marker.exists():
+        previous = read_json(marker)
+        if previous != json.loads(dumps(fingerprint)):
+            changed = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != json.loads(dumps(fingerprint)).get(k))
+            LOG.warning("checkpoints in %s are from a run with other settings (%s): discarding them",
+                        checkpoint_dir, ", ".join(changed))
+            shutil.rmtree(checkpoint_dir)
+            checkpoint_dir.mkdir(parents=True)
+    elif any(checkpoint_dir.glob("checkpoint-*")):
+        LOG.warning("checkpoints in %s have no %s: discarding them", checkpoint_dir, RUN_CONFIG)
+        shutil.rmtree(checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True)
+    write_json(marker, fingerprint)
+    return last_complete_checkpoint(checkpoint_dir)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def split_history(log_history: list[dict]) -> dict:
+    train, evaluation = [], []
+    for entry in log_history:
+        entry = {key: value for key, value in entry.items() if isinstance(value, (int, float, str))}
+        if "loss" in entry:
+            train.append(entry)
+        elif any(key.startswith("eval_") for key in entry):
+            evaluation.append(entry)
+    summary = [e for e in log_history if "train_runtime" in e]
+    return {"train": train, "eval": evaluation, "summary": summary[-1] if summary else {}}
+
+
+def rewrite_adapter_config(adapter_dir: Path, hub_id: str, revision: str) -> None:
+    path = adapter_dir / "adapter_config.json"
+    config = read_json(path)
+    config["base_model_name_or_path"] = hub_id
+    if revision:
+        config["revision"] = revision
+    write_json(path, config)
+
+
+def model_card(args, info: dict) -> str:
+    hp = info["hyperparameters"]
+    hub_id = info["base_model"]["name"]
+    revision = info["base_model"].get("revision") or "main"
+    domain = args.domain or "medical"
+    rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in sorted(hp.items()))
+    return f"""---
+library_name: sentence-transformers
+base_model: {hub_id}
+pipeline_tag: sentence-similarity
+license: cc-by-4.0
+tags:
+- sentence-transformers
+- peft
+- lora
+- semantic-cache
+---
+
+# LoRA adapter for `{hub_id}`: semantic cache for {domain} questions
+
+A LoRA adapter (PEFT, {info['trainable_parameters']:,} trainable parameters) for
+[`{hub_id}`](https://huggingface.co/{hub_id}) (revision `{revision}`), trained so that a
+rephrased question lands close to the original (a cache hit) while a related but different
+question about the same subject (other question type, same focus) lands further away (a miss).
+
+## Intended use
+
+Embedding questions for a semantic cache of medical questions: a new question reuses a
+stored answer when its cosine similarity to a cached question is above a threshold (see the
+evaluation section for thresholds and their precision). Not for diagnosis, triage or any
+clinical decision; the cache only decides whether two questions ask the same thing.
+
+## Loading
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{hub_id}")
+model.load_adapter("path/to/this/adapter")  # or a hub repo holding this folder
+embeddings = model.encode(["What causes asthma?"], normalize_embeddings=True)
+```
+
+Or with PEFT directly, wrapping the inner transformer:
+
+```python
+from peft import PeftModel
+
+model = SentenceTransformer("{hub_id}")
+model[0].model = PeftModel.from_pretrained(model[0].model, "path/to/this/adapter")
+```
+
+`scripts/merge_adapter.py` merges the adapter into a plain model (same embeddings, base speed).
+
+## Training data
+
+Triplets (anchor question, paraphrase, hard negative) built from MedQuAD
+(https://github.com/abachaa/MedQuAD), licensed CC BY 4.0. Cite: {MEDQUAD_CITATION}.
+Train split: {info['train']['used']} triplets ({info['train']['records']} in the file);
+validation: {info['val']['used']} triplets. Splits are disjoint by focus entity (no disease or
+drug in two splits).
+
+## Training
+
+Loss: `{info['loss']}` (MultipleNegativesRankingLoss family, scale {hp['scale']:g}) over (anchor,
+positive, negative), so each anchor is contrasted with its hard negative and with every other
+example of the batch; batches hold no duplicate texts. {info['steps']} optimizer steps,
+{info['epochs_done']:g} epoch(s), {info['precision']} on {info['device']}; the checkpoint kept is the
+best by `{info['metric_for_best_model']}` on the validation triplets ({info['best_metric']}).
+
+| hyperparameter | value |
+|---|---|
+{rows}
+
+## Evaluation
+
+Metrics are filled by evaluation (scripts/evaluate_adapter.py appends them below).
+
+## Limitations
+
+- English consumer-health questions in MedQuAD's style; other phrasings, languages and
+  domains are untested.
+- Paraphrases and hard negatives are machine-generated; their errors become training signal.
+- A cache threshold trades hit rate against wrong answers; pick it from the evaluation on
+  data like yours, and keep the cache away from questions where a near-miss is harmful.
+
+## Citation
+
+MedQuAD: {MEDQUAD_CITATION}.
+"""
+
+
+def library_versions() -> dict:
+    import importlib.metadata as metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "transformers", "peft", "sentence-transformers", "datasets", "accelerate"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+# --------------------------------------------------------------------------- main
+
+
+def train(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.evaluation import TripletEvaluator
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    from transformers import TrainerCallback, set_seed
+
+    started = time.monotonic()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hub_id, revision = resolve_base_model_id(args.base_model, args.base_model_id)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = choose_precision(args.precision, device)
+    train_rows, train_stats = load_triplets(args.train_data, args.max_examples, args.seed, args.max_drop_fraction)
+    val_rows, val_stats = load_triplets(args.val_data, args.max_val_examples, args.seed, args.max_drop_fraction)
+    if len(train_rows) < args.batch_size:
+        raise PipelineError(
+            f"{args.train_data}: {len(train_rows)} usable triplets, fewer than one batch ({args.batch_size}); "
+            "generate more triplets or lower --batch-size"
+        )
+    LOG.info("train triplets: %s; val triplets: %s", train_stats, val_stats)
+
+    checkpoint_dir = Path(args.checkpoint_dir)
+    fingerprint = run_fingerprint(args, file_sha256(args.train_data), file_sha256(args.val_data))
+    resume = prepare_checkpoint_dir(checkpoint_dir, fingerprint)
+
+    set_seed(args.seed)
+    model = load_base(args.base_model, device, args.max_seq_length)
+    model.add_adapter(lora_config(args))
+    trainable, total = count_parameters(model)
+    LOG.info("LoRA r=%d alpha=%g on %s: %d trainable of %d parameters (%.3f%%)", args.lora_r, args.lora_alpha,
+             ",".join(args.lora_target_modules), trainable, total, 100 * trainable / total)
+    loss = make_loss(args, model)
+
+    columns = {field: [row[field] for row in train_rows] for field in TRIPLET_FIELDS}
+    train_dataset = Dataset.from_dict(columns)
+    val_columns = {field: [row[field] for row in val_rows] for field in TRIPLET_FIELDS}
+    val_dataset = Dataset.from_dict(val_columns)
+    evaluator = TripletEvaluator(
+        anchors=val_columns["anchor"], positives=val_columns["positive"], negatives=val_columns["negative"],
+        name=EVALUATOR_NAME, batch_size=max(args.batch_size, 64), write_csv=False,
+    )
+    metric = f"eval_{EVALUATOR_NAME}_cosine_accuracy" if args.best_metric == "accuracy" else "eval_loss"
+    logging_steps = args.logging_steps or max(1, args.eval_steps // 10)
+    training_args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=max(args.batch_size, 64),
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_ratio,
+        lr_scheduler_type=args.scheduler,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        seed=args.seed,
+        data_seed=args.seed,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        use_cpu=device == "cpu",
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        eval_strategy="steps",
+        eval_steps=args.eval_steps,
+        save_strategy="steps",
+        save_steps=args.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=args.best_metric == "accuracy",
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+    class LogToStderr(TrainerCallback):
+        def on_log(self, _args, state, _control, logs=None, **_kwargs):
+            LOG.info("step %d: %s", state.global_step, dumps({k: v for k, v in (logs or {}).items()}))
+
+    trainer = SentenceTransformerTrainer(
+        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=val_dataset,
+        loss=loss, evaluator=evaluator, callbacks=[LogToStderr()],
+    )
+    if resume is not None:
+        state = read_json(resume / "trainer_state.json")
+        LOG.info("resuming from checkpoint %s (global step %d)", resume, state.get("global_step", -1))
+    else:
+        LOG.info("no checkpoint in %s: starting a new run", checkpoint_dir)
+    base_metrics_path = checkpoint_dir / "base_metrics.json"
+    if resume is not None and base_metrics_path.exists():
+        base_metrics = read_json(base_metrics_path)
+    else:
+        base_metrics = evaluator(model)  # the adapter starts as the identity (lora_B = 0)
+        write_json(base_metrics_path, base_metrics)
+    LOG.info("validation before training (base model): %s", dumps(base_metrics))
+    train_started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = time.monotonic() - train_started
+    final_metrics = evaluator(model)
+    LOG.info("validation after training (best checkpoint loaded): %s", dumps(final_metrics))
+
+    state = trainer.state
+    history = split_history(state.log_history)
+    examples_per_second = result.metrics.get("train_samples_per_second")
+    info = {
+        "base_model": {"name": hub_id, "revision": revision, "local_path": str(Path(args.base_model).resolve())},
+        "hyperparameters": {
+            "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr, "scale": args.scale,
+            "temperature": 1.0 / args.scale, "warmup_ratio": args.warmup_ratio, "scheduler": args.scheduler,
+            "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
+            "max_examples": args.max_examples, "max_val_examples": args.max_val_examples,
+            "max_seq_length": args.max_seq_length, "seed": args.seed, "loss": args.loss,
+            "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
+            "lora_target_modules": list(args.lora_target_modules), "eval_steps": args.eval_steps,
+            "best_metric": args.best_metric, "batch_sampler": "no_duplicates", **({"mini_batch_size": args.mini_batch_size} if args.loss == "cached_mnrl" else {}),
+        },
+        "loss": args.loss,
+        "guide_model": hub_id if args.loss == "gist" else None,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train": train_stats,
+        "val": val_stats,
+        "examples": len(train_rows) * args.epochs,
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        "epochs_done": round(state.epoch or 0.0, 4),
+        "resumed_from": str(resume) if resume else None,
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+        "best_metric": state.best_metric,
+        "metric_for_best_model": metric,
+        "val_metrics_base": base_metrics,
+        "val_metrics_final": final_metrics,
+        "device": device,
+        "precision": precision,
+        "durations_s": {"total": round(time.monotonic() - started, 2), "train": round(train_seconds, 2),
+                        "trainer_runtime": result.metrics.get("train_runtime")},
+        "train_examples_per_second": examples_per_second,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+    }
+    history.update(base=base_metrics, final=final_metrics, metric_for_best_model=metric)
+    return {"model": model, "info": info, "history": history, "checkpoint_dir": checkpoint_dir}
+
+
+def save_adapter(model, output: Path, info: dict, args) -> None:
+    """Write the adapter folder next to the destination and move it into place when complete."""
+    partial = output.with_name(f".{output.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    model.save(str(partial))
+    if not (partial / "adapter_config.json").exists() or (partial / "model.safetensors").exists():
+        raise PipelineError(f"{partial}: saving did not produce a PEFT adapter; check the peft/transformers versions")
+    rewrite_adapter_config(partial, info["base_model"]["name"], info["base_model"]["revision"])
+    info["adapter_bytes"] = (partial / "adapter_model.safetensors").stat().st_size
+    (partial / "README.md").write_text(model_card(args, info), encoding="utf-8")
+    write_json(partial / "training_info.json", info)
+    if output.exists():
+        shutil.rmtree(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, output)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    outcome = train(args)
+    info = outcome["info"]
+    save_adapter(outcome["model"], Path(args.output), info, args)
+    if args.history:
+        write_json(args.history, outcome["history"])
+    if not args.keep_checkpoints:
+        shutil.rmtree(outcome["checkpoint_dir"], ignore_errors=True)
+    LOG.info("adapter written to %s (%d bytes, %d trainable parameters, %d steps, %.1f examples/s)",
+             args.output, info["adapter_bytes"], info["trainable_parameters"], info["steps"],
+             info["train_examples_per_second"] or 0.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,190 @@
+"""The HTML report: built from real MedQuAD stats and evaluation outputs, self-contained,
+escaped, and rendered by a real headless Chromium without console errors or broken images."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluate_adapter
+import make_report
+from shared import write_json
+
+EVIL = "<script>alert('x')</script> & \"quotes\""
+
+
+class Elements(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.elements: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+
+def fake_embeddings(texts, rng, shift):
+    """Anchors and positives share a direction; negatives sit further away (more so with `shift`)."""
+    vectors = rng.normal(size=(len(texts), 16))
+    for row, text in enumerate(texts):
+        base = np.zeros(16)
+        base[int(text.split(":")[1]) % 16] = 3.0 if not text.startswith("n") else 3.0 - shift
+        vectors[row] += base
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def report_inputs(tmp_path_factory, medquad_splits) -> dict:
+    out = tmp_path_factory.mktemp("report_inputs")
+    rng = np.random.default_rng(0)
+    triplets = [{"anchor": f"a:{i}", "positive": f"p:{i}", "negative": f"n:{i}",
+                 "qtype": EVIL if i % 5 == 0 else "symptoms", "negative_kind": ["same_focus_other_qtype", "llm_hard_negative"][i % 2]}
+                for i in range(80)]
+    pairs = [(f"a:{i}", f"p:{i}", 1) for i in range(10)] + [(f"a:{i}", f"n:{i}", 0) for i in range(10)]
+    texts = sorted({t[f] for t in triplets for f in ("anchor", "positive", "negative")})
+    embeddings = {"base": fake_embeddings(texts, rng, 0.5), "adapter": fake_embeddings(texts, rng, 2.0)}
+    metrics, curves = evaluate_adapter.compute_metrics(
+        triplets, texts, embeddings, {EVIL: {"file": "x.csv", "pairs": pairs}}, [0.8, 0.85, 0.9], [0.95, 0.99], 0.9, 50, 7)
+    metrics["models"].update(base="resources/models/l6", adapter="models/medical/adapter", adapter_base_model=EVIL)
+    metrics["settings"] = {"bootstrap": 50}
+    metrics["versions"] = evaluate_adapter.versions()
+    plots = evaluate_adapter.make_plots(curves, 0.9, out / "plots")
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "train.stats.json", {"triplets": 900, "yield": 0.9, "dropped": {"duplicate": 12, EVIL: 1},
+                                          "failures": {"json_parse": 3}, "backend": "structure"})
+    write_json(out / "val.stats.json", {"triplets": 100})  # keys missing: tolerated
+    history = {
+        "train": [{"step": s, "loss": 2.0 / (1 + s / 10), "learning_rate": 2e-4 * (1 - s / 60), "epoch": s / 60} for s in range(5, 60, 5)],
+        "eval": [{"step": s, "eval_loss": 1.5 / (1 + s / 20), "eval_val_cosine_accuracy": 0.8 + s / 500, "eval_runtime": 1.2}
+                 for s in (0, 20, 40, 60)],
+        "summary": {"train_runtime": 30.0}, "base": {"val_cosine_accuracy": 0.8}, "final": {"val_cosine_accuracy": 0.92},
+    }
+    write_json(out / "history.json", history)
+    write_json(out / "training_info.json", {"steps": 60, "base_model": {"name": EVIL}, "trainable_parameters": 73728})
+    return {"dir": out, "plots": plots, "splits": medquad_splits}
+
+
+@pytest.fixture(scope="session")
+def report_html(report_inputs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    inputs, splits = report_inputs["dir"], report_inputs["splits"]
+    config = {"evaluate": {"thresholds": [0.8]}, "note": EVIL, "medquad": {"url": "https://x/{commit}.zip"}}
+    assert make_report.main([
+        "--domain", "medical", "--metrics", str(inputs / "metrics.json"),
+        "--plots", *map(str, report_inputs["plots"]),
+        "--queries-stats", str(splits / "queries.stats.json"), "--split-stats", str(splits / "split.stats.json"),
+        "--triplet-stats", str(inputs / "train.stats.json"), str(inputs / "val.stats.json"),
+        "--history", str(inputs / "history.json"), "--training-info", str(inputs / "training_info.json"),
+        "--effective-config-json", json.dumps(config), "--write-effective-config", str(out.parent / "effective_config.json"),
+        "--output", str(out),
+    ]) == 0
+    assert json.loads((out.parent / "effective_config.json").read_text(encoding="utf-8")) == config
+    return out
+
+
+def test_report_is_self_contained_and_escaped(report_html, medquad_splits):
+    page = report_html.read_text(encoding="utf-8")
+    parser = Elements()
+    parser.feed(page)
+    tags = [tag for tag, _ in parser.elements]
+    assert "script" not in tags and "link" not in tags and "iframe" not in tags
+    images = [attrs for tag, attrs in parser.elements if tag == "img"]
+    assert len(images) == 4  # training curves + three evaluation plots
+    for attrs in images:
+        assert attrs["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    for tag, attrs in parser.elements:
+        for name in ("src", "href"):
+            value = attrs.get(name)
+            assert value is None or value.startswith(("data:", "#")), (tag, attrs)
+    csp = [attrs for tag, attrs in parser.elements if tag == "meta" and attrs.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and "default-src 'none'" in csp[0]["content"]
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "url(" not in page and "@import" not in page
+    # Content: data stats, split overlap, training, threshold warning, config.
+    stats = json.loads((medquad_splits / "queries.stats.json").read_text(encoding="utf-8"))
+    assert f"<td>{stats['records']}</td>" in page
+    assert "focus overlap between splits (must be 0)" in page
+    assert "Dropped by reason" in page and "duplicate" in page and "Failures by reason" in page
+    assert "The threshold moves." in page and "Recommended threshold" in page
+    assert "95% CI of delta" in page and "By negative kind" in page and "llm_hard_negative" in page
+    assert "External labelled pairs" in page and "Effective configuration" in page
+    assert "https://x/{commit}.zip" in page
+
+
+def test_training_series_reads_several_history_shapes():
+    trainer_log = [{"step": 10, "loss": 1.0, "epoch": 0.1, "learning_rate": 1e-4},
+                   {"step": 20, "eval_loss": 0.8, "eval_runtime": 3.0, "eval_acc": 0.7},
+                   {"step": 20, "train_runtime": 9.0, "train_loss": 0.9}]
+    series = make_report.training_series(trainer_log)
+    assert series["train_loss"] == [(10.0, 1.0), (20.0, 0.9)]
+    assert series["eval_loss"] == [(20.0, 0.8)] and series["eval_acc"] == [(20.0, 0.7)]
+    assert "eval_runtime" not in series and "epoch" not in series
+    nested = {"train": [{"global_step": 5, "loss": 2.0}], "validation": [{"step": 5, "loss": 1.5, "accuracy": 0.6}]}
+    series = make_report.training_series(nested)
+    assert series == {"eval_accuracy": [(5.0, 0.6)], "eval_loss": [(5.0, 1.5)], "train_loss": [(5.0, 2.0)]}
+    assert make_report.training_series({"final": {"acc": 1.0}}) == {}
+    assert make_report.training_plot({}) is None
+    assert make_report.training_plot(make_report.training_series(trainer_log))[:4] == b"\x89PNG"
+
+
+def test_report_flags_name_missing_files(tmp_path, report_inputs, capsys):
+    rc = make_report.run_main(make_report.main, [
+        "--domain", "d", "--metrics", str(report_inputs["dir"] / "metrics.json"),
+        "--history", str(tmp_path / "nope.json"), "--output", str(tmp_path / "r.html")])
+    assert rc == 1 and "nope.json: not found" in capsys.readouterr().err
+
+
+def chromium_binary() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+CHECK_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  var images = Array.prototype.map.call(document.images, function (img) {
+    return {complete: img.complete, width: img.naturalWidth, data: img.src.indexOf("data:image/png;base64,") === 0};
+  });
+  document.body.setAttribute("data-image-check", JSON.stringify(images));
+});
+</script>"""
+
+
+def test_report_renders_in_headless_chromium(report_html, tmp_path):
+    browser = chromium_binary()
+    if browser is None:
+        if os.environ.get("CI", "false").lower() not in ("", "0", "false"):
+            pytest.fail("chromium is not installed but CI is set: install Debian's chromium package")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    # A copy with an image checker: the CSP stays as it is except that inline scripts may run.
+    page = report_html.read_text(encoding="utf-8")
+    page = page.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';", 1)
+    page = page.replace("</body>", CHECK_SCRIPT + "</body>", 1)
+    checked = tmp_path / "checked.html"
+    checked.write_text(page, encoding="utf-8")
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, "console messages (errors, blocked loads):\n" + "\n".join(console)
+    match = re.search(r'data-image-check="([^"]*)"', result.stdout)
+    assert match, "the page did not finish loading in Chromium:\n" + result.stdout[:2000]
+    images = json.loads(match.group(1).replace("&quot;", '"'))
+    assert len(images) == 4
+    assert all(image["complete"] and image["width"] > 0 and image["data"] for image in images), images

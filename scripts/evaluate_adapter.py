@@ -1,17 +1,22 @@
 """Evaluate a LoRA adapter against its base model as a semantic cache.
 
-Every distinct text (test triplets and external pairs) is encoded once per model, base first,
+Every distinct text (test triplets, calibration triplets and external pairs) is encoded once per
+model, base first,
 then with the adapter loaded, as L2-normalised embeddings; similarity is cosine. A pair
 (anchor, positive) must HIT, a pair (anchor, negative) must MISS; a cache serves a hit when
 similarity >= threshold.
 
 Training moves the similarity scale: a threshold tuned for the base model is wrong for the
 adapter. `recommended_threshold` gives each model its own threshold for the deploy precision and
-shows each model's precision/recall at the other's threshold.
+shows each model's precision/recall at the other's threshold. The threshold is CHOSEN on the
+calibration triplets (--calibration-triplets: the validation split, focus-disjoint from test) and
+REPORTED on the test triplets, so the test recall there is what a user would get; without
+calibration triplets it is chosen on test itself (chosen_on "test": optimistic).
 
 metrics.json shape (stable; keys sorted; thresholds and precisions keyed as "0.80", "0.95"):
 
-  settings: {thresholds, target_precisions, deploy_precision, bootstrap, seed, batch_size}
+  settings: {thresholds, target_precisions, deploy_precision, bootstrap, seed, batch_size,
+             calibration_triplets (path | null), max_calibration_triplets}
   models: {base, adapter, adapter_base_model, embedding_dim, adapter_changes_embeddings,
            max_abs_embedding_change}
   counts: {triplets, distinct_texts, anchors, by_negative_kind: {kind: n}, by_qtype: {qtype: n},
@@ -38,8 +43,11 @@ metrics.json shape (stable; keys sorted; thresholds and precisions keyed as "0.8
          {threshold, precision, recall, f1} | null}
   external: {name: {file, pairs, positives, negatives, base: P, adapter: P, delta}} where P is the
          pair block above (no triplet_accuracy/cache) plus at_recommended_threshold
-  recommended_threshold: {deploy_precision,
-         adapter: {threshold, precision, recall, f1} | null, base: {...} | null,
+  recommended_threshold: {deploy_precision, chosen_on ("val" | "test"), calibration_triplets (n
+         triplets the threshold was chosen on), calibration_triplets_available,
+         adapter: {threshold, precision, recall, f1 (all on TEST at the chosen threshold),
+                   calibration: {precision, recall, f1} (on the set it was chosen on),
+                   meets_deploy_precision_on_test} | null, base: {...} | null,
          base_at_adapter_threshold: {threshold, precision, recall, f1} | null,
          adapter_at_base_threshold: {...} | null,
          cache: {base: cache-at-own-threshold | null, adapter: ... | null}, note}
@@ -169,6 +177,14 @@ def load_external_pairs(path: str | Path) -> list[tuple[str, str, int]]:
     return pairs
 
 
+def calibration_subset(triplets: list[dict], limit: int, seed: int) -> list[dict]:
+    """A seeded subset of at most `limit` triplets (0: all), in file order."""
+    if limit <= 0 or len(triplets) <= limit:
+        return list(triplets)
+    rows = np.sort(np.random.default_rng(seed).choice(len(triplets), size=limit, replace=False))
+    return [triplets[row] for row in rows]
+
+
 def parse_external(values: list[str]) -> dict[str, str]:
     external = {}
     for value in values or []:
@@ -265,9 +281,13 @@ def group_figures(pos, neg, recommended) -> dict:
 
 def compute_metrics(triplets: list[dict], texts: list[str], embeddings: dict[str, np.ndarray],
                     external: dict[str, dict], thresholds: list[float], targets: list[float],
-                    deploy_precision: float, bootstrap: int, seed: int, progress=None) -> tuple[dict, dict]:
+                    deploy_precision: float, bootstrap: int, seed: int, progress=None,
+                    calibration: list[dict] | None = None,
+                    calibration_available: int | None = None) -> tuple[dict, dict]:
     """All figures from the embeddings (rows of `texts`). `external`: name -> {file, pairs}.
-    Returns (metrics, curves) where curves holds the raw scores for plots."""
+    `calibration`: triplets (texts among `texts`) on which each model's deploy threshold is chosen;
+    None chooses it on the test triplets themselves. Returns (metrics, curves) where curves holds
+    the raw scores for plots."""
     index = {text: row for row, text in enumerate(texts)}
     anchor_rows = np.array([index[t["anchor"]] for t in triplets])
     positive_rows = np.array([index[t["positive"]] for t in triplets])
@@ -285,7 +305,14 @@ def compute_metrics(triplets: list[dict], texts: list[str], embeddings: dict[str
         own_anchor.append(key_position[key])
     negative_keys = [comparison_key(t["negative"]) for t in triplets]
 
+    chosen_on = "test" if calibration is None else "val"
+    if calibration is not None:
+        if not calibration:
+            raise PipelineError("no calibration triplets to choose the threshold on; check the val triplets")
+        calibration_rows = tuple(np.array([index[t[field]] for t in calibration])
+                                 for field in ("anchor", "positive", "negative"))
     scores = {}
+    calibration_scores = {}
     test = {}
     recommended = {}
     for name in ("base", "adapter"):
@@ -293,8 +320,13 @@ def compute_metrics(triplets: list[dict], texts: list[str], embeddings: dict[str
         pos = _cos(emb, anchor_rows, positive_rows)
         neg = _cos(emb, anchor_rows, negative_rows)
         scores[name] = (pos, neg)
+        if calibration is None:
+            calibration_scores[name] = (pos, neg)
+        else:
+            calibration_scores[name] = (_cos(emb, calibration_rows[0], calibration_rows[1]),
+                                        _cos(emb, calibration_rows[0], calibration_rows[2]))
         block = cm.triplet_figures(pos, neg, thresholds, targets)
-        found = cm.threshold_for_precision(*_pair_arrays(pos, neg), deploy_precision)
+        found = cm.threshold_for_precision(*_pair_arrays(*calibration_scores[name]), deploy_precision)
         recommended[name] = None if found is None else found["threshold"]
         block["cache"] = cm.cache_simulation(
             emb[anchor_text_rows], anchor_keys, emb[positive_rows], own_anchor, emb[negative_rows],
@@ -319,11 +351,18 @@ def compute_metrics(triplets: list[dict], texts: list[str], embeddings: dict[str
             for group, rows in sorted(groups.items())
         }
 
-    # Each model's own threshold, and each at the other's.
-    rec = {"deploy_precision": deploy_precision, "note": THRESHOLD_NOTE, "cache": {}}
+    # Each model's own threshold (chosen on the calibration pairs, figures on test), and each at the other's.
+    rec = {"deploy_precision": deploy_precision, "note": THRESHOLD_NOTE, "cache": {}, "chosen_on": chosen_on,
+           "calibration_triplets": len(triplets) if calibration is None else len(calibration),
+           "calibration_triplets_available": (len(triplets) if calibration is None
+                                              else calibration_available or len(calibration))}
     for name in ("base", "adapter"):
         pair = _pair_arrays(*scores[name])
         rec[name] = _threshold_point(*pair, recommended[name])
+        if rec[name] is not None:
+            chosen = _threshold_point(*_pair_arrays(*calibration_scores[name]), recommended[name])
+            rec[name]["calibration"] = {key: chosen[key] for key in ("precision", "recall", "f1")}
+            rec[name]["meets_deploy_precision_on_test"] = bool(rec[name]["precision"] >= deploy_precision - 1e-12)
         emb = embeddings[name]
         rec["cache"][name] = None if recommended[name] is None else cm.cache_simulation(
             emb[anchor_text_rows], anchor_keys, emb[positive_rows], own_anchor, emb[negative_rows],
@@ -370,7 +409,7 @@ def compute_metrics(triplets: list[dict], texts: list[str], embeddings: dict[str
             "max_abs_embedding_change": float(np.max(np.abs(base_emb - tuned_emb))) if base_emb.size else 0.0,
         },
     }
-    curves = {"test": scores, "external": external_scores, "recommended": recommended}
+    curves = {"test": scores, "external": external_scores, "recommended": recommended, "chosen_on": chosen_on}
     return metrics, curves
 
 
@@ -397,6 +436,7 @@ def make_plots(curves: dict, deploy_precision: float, plots_dir: str | Path) -> 
     plots_dir.mkdir(parents=True, exist_ok=True)
     colours = {"base": "#7f7f7f", "adapter": "#1f77b4"}
     recommended = curves["recommended"]
+    chosen_on = curves.get("chosen_on", "test")
     written = []
 
     def save(figure, name):
@@ -415,7 +455,7 @@ def make_plots(curves: dict, deploy_precision: float, plots_dir: str | Path) -> 
         axis.hist(neg, bins=bins, alpha=0.6, label="anchor-negative (must miss)", color="#d62728")
         if recommended[name] is not None:
             axis.axvline(recommended[name], color="black", linestyle="--",
-                         label=f"threshold for P>={deploy_precision:g}: {recommended[name]:.3f}")
+                         label=f"threshold for P>={deploy_precision:g} (chosen on {chosen_on}): {recommended[name]:.3f}")
         axis.set_title(f"{name}")
         axis.set_xlabel("cosine similarity")
         axis.legend(fontsize=8, loc="upper left")
@@ -452,7 +492,7 @@ def make_plots(curves: dict, deploy_precision: float, plots_dir: str | Path) -> 
         axis.plot(grid, sweep["recall"], color=colours[name], linestyle="--", label=f"{name} hit rate (recall)")
         if recommended[name] is not None:
             axis.axvline(recommended[name], color=colours[name], linestyle=":", linewidth=1.5,
-                         label=f"{name} threshold {recommended[name]:.3f}")
+                         label=f"{name} threshold {recommended[name]:.3f} (chosen on {chosen_on})")
     axis.axhline(deploy_precision, color="black", linestyle=":", linewidth=1)
     axis.set_xlabel("threshold (cosine similarity)")
     axis.set_ylabel("rate")
@@ -481,6 +521,32 @@ def _ci(ci: dict, key: str) -> str:
     return f"[{entry['low']:+.3f}, {entry['high']:+.3f}]"
 
 
+def threshold_provenance(rec: dict) -> list[str]:
+    """Sentences saying where the threshold was chosen and where its figures are measured."""
+    if rec.get("chosen_on") == "val":
+        return [f"Each threshold was CHOSEN on {rec.get('calibration_triplets')} validation triplets (the lowest threshold"
+                " reaching the deploy precision there) and its precision/recall/F1 are MEASURED on the test triplets,"
+                " which share no focus with validation: that is what a user would get."]
+    return ["Each threshold was chosen on the test triplets themselves (no calibration triplets given), so the"
+            " test recall at it is optimistic; pass --calibration-triplets (the val triplets) to choose it elsewhere."]
+
+
+def precision_warnings(rec: dict) -> list[str]:
+    """One warning per model whose test precision at its chosen threshold is under the deploy precision."""
+    target = rec.get("deploy_precision")
+    warnings = []
+    for name in ("adapter", "base"):
+        point = rec.get(name)
+        if not point or target is None or point.get("precision") is None:
+            continue
+        if point["precision"] < target - 1e-12:
+            warnings.append(f"the {name}'s threshold {_fmt(point['threshold'], 4)} reaches precision"
+                            f" {_fmt((point.get('calibration') or {}).get('precision'))} on the set it was chosen on but only"
+                            f" {_fmt(point['precision'])} on test, under the deploy precision {target}: expect more wrong hits"
+                            " than planned, or raise the threshold.")
+    return warnings
+
+
 def render_markdown(metrics: dict) -> str:
     test = metrics["test"]
     base, adapter, delta, ci = test["base"], test["adapter"], test["delta"], test["ci"]
@@ -498,15 +564,22 @@ def render_markdown(metrics: dict) -> str:
             f" | {_fmt(delta['at_precision'][key]['recall'])} | {_ci(ci, f'recall_at_precision_{key}')} |"
         )
     lines += ["", "## Recommended threshold", "", f"> {rec['note']}", ""]
-    lines += [f"Deploy precision: {rec['deploy_precision']}", "", "| | threshold | precision | recall | F1 |", "|---|---|---|---|---|"]
+    lines += [f"Deploy precision: {rec['deploy_precision']}", ""] + threshold_provenance(rec) + [""]
+    lines += ["| | threshold | chosen-on precision | chosen-on recall | TEST precision | TEST recall | TEST F1 |",
+              "|---|---|---|---|---|---|---|"]
     for label, key in (("adapter (its own threshold)", "adapter"), ("base (its own threshold)", "base"),
                        ("base at the adapter's threshold", "base_at_adapter_threshold"),
                        ("adapter at the base's threshold", "adapter_at_base_threshold")):
         point = rec.get(key)
         if point is None:
-            lines.append(f"| {label} | unreachable | | | |")
+            lines.append(f"| {label} | unreachable | | | | | |")
         else:
-            lines.append(f"| {label} | {_fmt(point['threshold'], 4)} | {_fmt(point['precision'])} | {_fmt(point['recall'])} | {_fmt(point['f1'])} |")
+            chosen = point.get("calibration") or {}
+            lines.append(f"| {label} | {_fmt(point['threshold'], 4)} | {_fmt(chosen.get('precision'))} | {_fmt(chosen.get('recall'))}"
+                         f" | {_fmt(point['precision'])} | {_fmt(point['recall'])} | {_fmt(point['f1'])} |")
+    warnings = precision_warnings(rec)
+    if warnings:
+        lines += [""] + [f"> **WARNING:** {warning}" for warning in warnings]
     lines += ["", "## At fixed thresholds", "", "| threshold | base P | base R | adapter P | adapter R | base cache hit rate | adapter cache hit rate | base false-hit rate | adapter false-hit rate |", "|---|---|---|---|---|---|---|---|---|"]
     for key in base["at_threshold"]:
         b, a = base["at_threshold"][key], adapter["at_threshold"][key]
@@ -553,13 +626,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--external", nargs="*", default=[], metavar="NAME=PATH",
                         help="labelled pair files (CSV or JSONL: question_1, question_2, label)")
+    parser.add_argument("--calibration-triplets", default=None, metavar="PATH",
+                        help="triplets JSONL (the val split) on which each model's deploy threshold is chosen;"
+                             " without it the threshold is chosen on the test triplets (optimistic)")
+    parser.add_argument("--max-calibration-triplets", type=int, default=3000, metavar="N",
+                        help="seeded subset of the calibration triplets (0: all)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     for value in args.target_precisions + [args.deploy_precision]:
         if not 0 < value <= 1:
             parser.error(f"precision {value} is outside (0, 1]")
-    if args.bootstrap < 0 or args.batch_size < 1:
-        parser.error("--bootstrap must be >= 0 and --batch-size >= 1")
+    if args.bootstrap < 0 or args.batch_size < 1 or args.max_calibration_triplets < 0:
+        parser.error("--bootstrap and --max-calibration-triplets must be >= 0 and --batch-size >= 1")
     return args
 
 
@@ -570,7 +648,16 @@ def main(argv=None) -> int:
 
     triplets = load_triplets(args.triplets)
     external = {name: {"file": path, "pairs": load_external_pairs(path)} for name, path in parse_external(args.external).items()}
-    texts = sorted({text for t in triplets for text in (t["anchor"], t["positive"], t["negative"])}
+    calibration, available = None, None
+    if args.calibration_triplets:
+        every = load_triplets(args.calibration_triplets)
+        available = len(every)
+        calibration = calibration_subset(every, args.max_calibration_triplets, args.seed)
+        LOG.info("choosing thresholds on %d of %d calibration triplets from %s", len(calibration), available,
+                 args.calibration_triplets)
+    else:
+        LOG.warning("no --calibration-triplets: the threshold is chosen on the test triplets (optimistic recall)")
+    texts = sorted({text for t in triplets + (calibration or []) for text in (t["anchor"], t["positive"], t["negative"])}
                    | {text for spec in external.values() for a, b, _ in spec["pairs"] for text in (a, b)})
     base, tuned = encode_all(texts, args.base_model, args.adapter, args.batch_size)
     if not np.any(np.abs(base - tuned) > 1e-6):
@@ -581,6 +668,7 @@ def main(argv=None) -> int:
         triplets, texts, {"base": base, "adapter": tuned}, external, thresholds, targets,
         args.deploy_precision, args.bootstrap, args.seed,
         progress=lambda it: tqdm(it, desc="bootstrap", file=sys.stderr, mininterval=2),
+        calibration=calibration, calibration_available=available,
     )
     adapter_config = Path(args.adapter) / "adapter_config.json"
     metrics["models"].update({
@@ -591,6 +679,7 @@ def main(argv=None) -> int:
     metrics["settings"] = {
         "thresholds": thresholds, "target_precisions": targets, "deploy_precision": args.deploy_precision,
         "bootstrap": args.bootstrap, "seed": args.seed, "batch_size": args.batch_size,
+        "calibration_triplets": args.calibration_triplets, "max_calibration_triplets": args.max_calibration_triplets,
     }
     metrics["versions"] = versions()
     make_plots(curves, args.deploy_precision, args.plots_dir)
@@ -599,9 +688,11 @@ def main(argv=None) -> int:
         handle.write(render_markdown(metrics))
     test = metrics["test"]
     rec = metrics["recommended_threshold"]
-    LOG.info("ROC-AUC base %.4f adapter %.4f; recommended threshold base %s adapter %s",
-             test["base"]["roc_auc"], test["adapter"]["roc_auc"],
+    LOG.info("ROC-AUC base %.4f adapter %.4f; recommended threshold (chosen on %s) base %s adapter %s",
+             test["base"]["roc_auc"], test["adapter"]["roc_auc"], rec["chosen_on"],
              _fmt((rec["base"] or {}).get("threshold"), 4), _fmt((rec["adapter"] or {}).get("threshold"), 4))
+    for warning in precision_warnings(rec):
+        LOG.warning("%s", warning)
     return 0
 
 

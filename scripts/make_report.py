@@ -256,13 +256,17 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
              f"bootstrap intervals over triplets ({esc(fmt(get(metrics, 'settings', 'bootstrap')))} resamples).</p>"]
 
     # Recommended threshold and the warning.
+    chosen_on = rec.get("chosen_on", "test")
+    chosen_label = "val" if chosen_on == "val" else "test (same set)"
     rows = []
     for label, key in (("adapter, its own threshold", "adapter"), ("base, its own threshold", "base"),
                        ("base at the adapter's threshold", "base_at_adapter_threshold"),
                        ("adapter at the base's threshold", "adapter_at_base_threshold")):
         point = rec.get(key)
-        rows.append([label] + (["unreachable", None, None, None] if not point else
-                               [fmt(point.get("threshold"), 4), point.get("precision"), point.get("recall"), point.get("f1")]))
+        chosen = (point or {}).get("calibration") or {}
+        rows.append([label] + (["unreachable", None, None, None, None, None] if not point else
+                               [fmt(point.get("threshold"), 4), chosen.get("precision"), chosen.get("recall"),
+                                point.get("precision"), point.get("recall"), point.get("f1")]))
     adapter_threshold = get(rec, "adapter", "threshold")
     base_threshold = get(rec, "base", "threshold")
     parts.append('<h3 id="threshold">Recommended threshold</h3>')
@@ -271,12 +275,32 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
         f" For precision &ge; {esc(fmt(rec.get('deploy_precision')))}: adapter threshold "
         f"<strong>{esc(fmt(adapter_threshold, 4))}</strong>, base threshold {esc(fmt(base_threshold, 4))}.</div>"
     )
-    parts.append(table(["", "threshold", "precision", "recall", "F1"], rows))
+    if chosen_on == "val":
+        provenance = (f"Each threshold was <strong>chosen on {esc(fmt(rec.get('calibration_triplets')))} validation "
+                      "triplets</strong> (the lowest threshold reaching the deploy precision there); the precision, recall "
+                      "and F1 below are <strong>measured on the test triplets</strong>, which share no focus with "
+                      "validation: that is what a user would get.")
+    else:
+        provenance = ("Each threshold was chosen on the <strong>test triplets themselves</strong> (no calibration "
+                      "triplets given), so the test recall at it is optimistic.")
+    parts.append(f'<p id="threshold-provenance">{provenance}</p>')
+    deploy = rec.get("deploy_precision")
+    for name in ("adapter", "base"):
+        point = rec.get(name) or {}
+        precision = point.get("precision")
+        if deploy is not None and precision is not None and precision < deploy - 1e-12:
+            parts.append(
+                f'<div class="warn bad"><strong>Test precision under the deploy precision ({esc(name)}).</strong> '
+                f"At its threshold {esc(fmt(point.get('threshold'), 4))} the {esc(name)} reaches precision "
+                f"{esc(fmt(get(point, 'calibration', 'precision')))} on {esc(chosen_label)} but only {esc(fmt(precision))} "
+                f"on test, under {esc(fmt(deploy))}: expect more wrong hits than planned, or raise the threshold.</div>")
+    parts.append(table(["", "threshold", f"precision on {chosen_label}", f"recall on {chosen_label}",
+                        "TEST precision", "TEST recall", "TEST F1"], rows))
     cache = rec.get("cache") or {}
     cache_rows = [[name, fmt(get(cache, name, "threshold"), 4), get(cache, name, "hit_rate"), get(cache, name, "wrong_hit_rate"),
                    get(cache, name, "false_hit_rate"), get(cache, name, "hit_precision")] for name in ("base", "adapter")]
-    parts.append("<p>Cache simulation at each model's own threshold (every distinct test anchor cached; paraphrases and "
-                 "negatives looked up):</p>" + table(["model", "threshold", "hit rate", "wrong-hit rate", "false-hit rate", "hit precision"], cache_rows))
+    parts.append(f"<p>Cache simulation on test at each model's own threshold (chosen on {esc(chosen_label)}; every distinct "
+                 "test anchor cached; paraphrases and negatives looked up):</p>" + table(["model", "threshold", "hit rate", "wrong-hit rate", "false-hit rate", "hit precision"], cache_rows))
 
     # Summary with CIs.
     rows = []
@@ -340,8 +364,9 @@ def section_external(metrics: dict) -> str:
                      signed(d.get("roc_auc")), esc(fmt(b.get("pr_auc"))), esc(fmt(a.get("pr_auc"))), signed(d.get("pr_auc")),
                      esc(f"{fmt(get(b, 'at_recommended_threshold', 'precision'))} / {fmt(get(b, 'at_recommended_threshold', 'recall'))}"),
                      esc(f"{fmt(get(a, 'at_recommended_threshold', 'precision'))} / {fmt(get(a, 'at_recommended_threshold', 'recall'))}")])
+    chosen = "validation" if get(metrics, "recommended_threshold", "chosen_on") == "val" else "test"
     parts.append("<p>Pairs labelled 1 (same intent, must hit) or 0 (different intent, must miss); precision/recall at each "
-                 "model's own test-set threshold.</p>")
+                 f"model's own threshold (chosen on the {chosen} triplets).</p>")
     parts.append(table(["set", "pairs", "base ROC-AUC", "adapter ROC-AUC", "delta", "base PR-AUC", "adapter PR-AUC", "delta",
                         "base P / R", "adapter P / R"], rows, set(range(10))))
     return "\n".join(parts)

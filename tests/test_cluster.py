@@ -20,8 +20,11 @@ import pytest
 from conftest import copy_project, run_snakemake
 from local_s3 import moto_server
 
-# What the real runs build; extend to the quick pipeline (e.g. "models/medical/adapter") once it is fast.
-CLUSTER_TARGETS = ("results/medical/splits/train.jsonl",)
+# What the real runs build: the whole pipeline to the adapter on SLURM (tests/data/tiny.yaml keeps it
+# small), the data stage with S3 default storage.
+CLUSTER_TARGETS = ("models/medical/adapter",)
+S3_TARGETS = ("results/medical/splits/train.jsonl",)
+TINY_CONFIG = Path(__file__).parent / "data" / "tiny.yaml"
 
 SLURM_FLAGS = (
     "--executor", "slurm",
@@ -64,8 +67,12 @@ def s3(tmp_path_factory):
 
 def test_workflow_through_real_slurm(slurm, tmp_path, medquad_archive):
     project = copy_project(tmp_path / "project", medquad_archive)
+    shutil.copy(TINY_CONFIG, project / "tiny.yaml")
     started = time.monotonic()
-    result = run_snakemake(project, *CLUSTER_TARGETS, "--profile", "profiles/local", *SLURM_FLAGS, timeout=1200)
+    result = run_snakemake(
+        project, *CLUSTER_TARGETS, "--profile", "profiles/local", *SLURM_FLAGS,
+        "--configfiles", "config/config.yaml", "config/local.yaml", "tiny.yaml", timeout=1500,
+    )
     elapsed = time.monotonic() - started
     print(f"SLURM run of {' '.join(CLUSTER_TARGETS)}: {elapsed:.1f} s")
     for target in CLUSTER_TARGETS:
@@ -75,7 +82,8 @@ def test_workflow_through_real_slurm(slurm, tmp_path, medquad_archive):
         "has been submitted with SLURM jobid"
     )
     slurm_logs = sorted((project / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert submitted >= 2 and len(slurm_logs) == submitted, (submitted, slurm_logs)
+    assert submitted >= 8 and len(slurm_logs) == submitted, (submitted, slurm_logs)
+    assert "train_adapter" in result.stdout + result.stderr
     stats = json.loads((project / "results/medical/splits/stats.json").read_text())
     assert stats  # the real split ran inside the SLURM jobs
 
@@ -86,7 +94,7 @@ def test_workflow_with_s3_default_storage_against_local_s3_server(s3, tmp_path, 
     (project / "ci-s3.yaml").write_text(f"medquad:\n  archive: {medquad_archive}\n", encoding="utf-8")
     prefix = "runs/ci"
     run_snakemake(
-        project, *CLUSTER_TARGETS, "--profile", "profiles/local",
+        project, *S3_TARGETS, "--profile", "profiles/local",
         "--configfiles", "config/local.yaml", "ci-s3.yaml",
         "--default-storage-provider", "s3", "--default-storage-prefix", f"s3://cache-embeddings/{prefix}",
         "--storage-s3-endpoint-url", s3.endpoint_url,
@@ -99,7 +107,7 @@ def test_workflow_with_s3_default_storage_against_local_s3_server(s3, tmp_path, 
         for page in client.get_paginator("list_objects_v2").paginate(Bucket="cache-embeddings", Prefix=prefix)
         for entry in page.get("Contents", [])
     }
-    for target in CLUSTER_TARGETS:
+    for target in S3_TARGETS:
         assert objects.get(target, 0) > 0, (target, sorted(objects))
     assert any(key.startswith("logs/") for key in objects) and any(key.startswith("benchmarks/") for key in objects)
     assert not (project / "results").exists(), "outputs must go to the bucket, not the working directory"

@@ -43,7 +43,7 @@ def planned_jobs(result) -> dict[str, int]:
         match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if not match:
             break
-        if match.group(1) != "total":
+        if match.group(1) not in ("total", "all"):
             jobs[match.group(1)] = int(match.group(2))
     return jobs
 
@@ -74,20 +74,24 @@ def test_full_local_run_produces_every_output(finished_run):
 
 
 @pytest.mark.parametrize("change, expected", [
-    (["--config", "split={'train': 0.75, 'val': 0.15, 'test': 0.1}"],
+    ("split: {train: 0.75, val: 0.15, test: 0.1}",
      {"split_queries", "generate_triplets", "gather_triplets", "train_adapter", "merge_adapter",
       "evaluate_adapter", "report"}),
-    (["--config", "generate={'paraphrases': 2}"],
+    ("generate: {paraphrases: 2}",
      {"generate_triplets", "gather_triplets", "train_adapter", "merge_adapter", "evaluate_adapter", "report"}),
-    (["--config", "train={'learning_rate': 1.0e-4}"],
+    ("train: {learning_rate: 1.0e-4}",
      {"train_adapter", "merge_adapter", "evaluate_adapter", "report"}),
-    (["--config", "evaluate={'thresholds': [0.75, 0.8]}"], {"evaluate_adapter", "report"}),
+    ("evaluate: {thresholds: [0.75, 0.8]}", {"evaluate_adapter", "report"}),
 ])
 def test_config_change_reruns_exactly_the_affected_rules(finished_run, tmp_path, change, expected):
     project = copy_run(finished_run, tmp_path)
-    # --config on the command line is merged over the config files, like a user's edit.
-    result = run_snakemake(project, *quick_args("-n", *FINAL), *change)
+    # A user's edit, as one more config file merged over the others. (--config would do for
+    # top-level values, but Snakemake reads nested values given there as strings.)
+    (project / "change.yaml").write_text(change + "\n")
+    result = run_snakemake(project, *quick_args("-n", *FINAL), "change.yaml")
     assert set(planned_jobs(result)) == expected, result.stdout[-3000:]
+    changed = run_snakemake(project, "--list-changes", "params", *QUICK, "change.yaml").stdout
+    assert changed.strip(), "--list-changes params lists the outputs whose recorded settings changed"
 
 
 def test_editing_a_script_reruns_its_rule_onward(finished_run, tmp_path):

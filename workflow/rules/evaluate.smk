@@ -2,6 +2,7 @@ rule evaluate_adapter:
     input:
         script=step_script("evaluate_adapter.py"),
         triplets="results/{domain}/triplets/test.jsonl",
+        calibration_triplets="results/{domain}/triplets/val.jsonl",
         adapter="models/{domain}/adapter",
         base_model=base_model_dir(),
         external=evaluation_external_files(),
@@ -31,6 +32,7 @@ rule evaluate_adapter:
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["evaluate"]["seed"],
         batch_size=config["evaluate"]["batch_size"],
+        max_calibration_triplets=config["evaluate"]["max_calibration_triplets"],
         external=evaluation_external_flags(),
     shell:
         "HF_HUB_OFFLINE=1 python {input.script:q} --triplets {input.triplets:q}"
@@ -40,6 +42,8 @@ rule evaluate_adapter:
         " --target-precisions {params.target_precisions}"
         " --deploy-precision {params.deploy_precision} --bootstrap {params.bootstrap}"
         " --seed {params.seed} --batch-size {params.batch_size}"
+        " --calibration-triplets {input.calibration_triplets:q}"
+        " --max-calibration-triplets {params.max_calibration_triplets}"
         " --external {params.external} > {log:q} 2>&1"
 
 

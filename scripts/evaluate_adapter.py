@@ -579,7 +579,8 @@ def render_markdown(metrics: dict) -> str:
                          f" | {_fmt(point['precision'])} | {_fmt(point['recall'])} | {_fmt(point['f1'])} |")
     warnings = precision_warnings(rec)
     if warnings:
-        lines += [""] + [f"> **WARNING:** {warning}" for warning in warnings]
+        for warning in warnings:
+            lines += ["", f"> **WARNING:** {warning}"]
     lines += ["", "## At fixed thresholds", "", "| threshold | base P | base R | adapter P | adapter R | base cache hit rate | adapter cache hit rate | base false-hit rate | adapter false-hit rate |", "|---|---|---|---|---|---|---|---|---|"]
     for key in base["at_threshold"]:
         b, a = base["at_threshold"][key], adapter["at_threshold"][key]

@@ -15,15 +15,11 @@ Garbage from a model is a counted failure (`LLMResult.failure`), never a crash:
   empty         no text at all
   request_error the server did not answer after its own retries (OpenAI backend)
 
-Also a small CLI (for tests, smoke runs and benchmarks): generate for a JSONL of queries and write
-the results with failure counts as JSON:
-  python scripts/llm_backends.py --backend vllm --model DIR --spec resources/domains/medical.yaml \
-      --queries queries.jsonl --output results.json
+The command line is scripts/generate_triplets.py (--backend vllm|openai); this module is its library.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -34,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +38,7 @@ import jsonschema
 import yaml
 from tqdm import tqdm
 
-from shared import PipelineError, normalise_whitespace, read_jsonl, run_main, setup_logging, write_json
+from shared import PipelineError, normalise_whitespace
 
 LOG = logging.getLogger("llm_backends")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
@@ -582,81 +578,3 @@ def make_backend(name: str, settings: dict, spec: dict) -> LLMBackend:
 def failure_counts(results: list[LLMResult]) -> dict[str, int]:
     """Final failures by reason (items that failed after all retries)."""
     return dict(sorted(Counter(r.failure for r in results if r.failure).items()))
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=sorted(BACKENDS), required=True)
-    parser.add_argument("--spec", required=True, help="domain prompt spec (YAML)")
-    parser.add_argument("--queries", required=True, help="JSONL of query records (id, query[, focus, qtype])")
-    parser.add_argument("--output", required=True, help="JSON with results, failure counts and timings")
-    parser.add_argument("--max-queries", type=int, default=0, help="0: all")
-    parser.add_argument("--paraphrases", type=int, default=3)
-    parser.add_argument("--negatives", type=int, default=2)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--revision")
-    parser.add_argument("--tensor-parallel", type=int, default=1)
-    parser.add_argument("--max-model-len", type=int, default=4096)
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--max-tokens", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-retries", type=int, default=2)
-    parser.add_argument("--base-url", default=DEFAULT_SETTINGS["base_url"])
-    parser.add_argument("--api-key-env", default=DEFAULT_SETTINGS["api_key_env"])
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--timeout-s", type=float, default=120.0)
-    parser.add_argument("--retries", type=int, default=4)
-    parser.add_argument("--backoff-s", type=float, default=1.0)
-    parser.add_argument("--verbose", action="store_true")
-    return parser.parse_args(argv)
-
-
-def settings_from_args(args: argparse.Namespace) -> dict:
-    keys = ["model", "revision", "tensor_parallel", "max_model_len", "gpu_memory_utilization", "dtype", "seed",
-            "temperature", "top_p", "max_tokens", "batch_size", "max_retries", "base_url", "api_key_env",
-            "concurrency", "timeout_s", "retries", "backoff_s"]
-    return {key: getattr(args, key) for key in keys}
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    setup_logging(args.verbose)
-    spec = load_spec(args.spec)
-    queries = list(read_jsonl(args.queries))
-    if args.max_queries:
-        queries = queries[: args.max_queries]
-    started = time.monotonic()
-    backend = make_backend(args.backend, settings_from_args(args), spec)
-    ready = time.monotonic()
-    try:
-        results = backend.generate(queries, args.paraphrases, args.negatives)
-    finally:
-        backend.close()
-    done = time.monotonic()
-    counts = failure_counts(results)
-    report = {
-        "backend": args.backend,
-        "model": backend.model,
-        "queries": len(queries),
-        "ok": sum(1 for r in results if r.failure is None),
-        "failures": counts,
-        "failed_attempts": dict(sorted(backend.failure_counts.items())),
-        "prompt_sample": backend.prompt_sample,
-        "seconds": {"start": round(ready - started, 3), "generate": round(done - ready, 3)},
-        "results": [asdict(r) for r in results],
-    }
-    write_json(args.output, report)
-    logging.getLogger("llm_backends").info("%d of %d queries answered; failures %s; %.1f s start, %.1f s generate",
-                                           report["ok"], len(queries), counts, ready - started, done - ready)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))

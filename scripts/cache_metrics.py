@@ -329,9 +329,10 @@ def cache_simulation(anchor_embeddings, anchor_keys: Sequence[str], positive_emb
     Each positive (paraphrase) is looked up: `rank1_accuracy` is the share whose nearest cached
     anchor is its own; at a threshold, a `correct_hit` is own anchor nearest with similarity >=
     threshold, a `wrong_hit` is another anchor nearest at >= threshold (a wrong answer served).
-    Each negative (a different question) is looked up among the anchors other than one with the
-    negative's own comparison key (a cache that already holds that exact question would rightly hit
-    it; `negatives_matching_an_anchor` counts those): a `false_hit` is any anchor at >= threshold.
+    Each negative (a different question) is looked up among the anchors other than the one whose key
+    is its `negative_keys` entry: the cached question the negative was drawn from, or that has its
+    exact text (a cache already holding that question would rightly hit it;
+    `negatives_matching_an_anchor` counts those). A `false_hit` is any other anchor at >= threshold.
     `hit_precision` is correct hits over all hits served to positives and negatives together."""
     anchors = np.asarray(anchor_embeddings, dtype=np.float32)
     positives = np.asarray(positive_embeddings, dtype=np.float32)

@@ -303,7 +303,11 @@ def compute_metrics(triplets: list[dict], texts: list[str], embeddings: dict[str
             anchor_keys.append(key)
             anchor_text_rows.append(index[triplet["anchor"]])
         own_anchor.append(key_position[key])
-    negative_keys = [comparison_key(t["negative"]) for t in triplets]
+    # The cached question a negative must not be counted against: the one it was drawn from (structure
+    # negatives are real questions, often reworded, and may sit in the cache themselves), else its own text.
+    anchor_key_of_query = {t["query_id"]: comparison_key(t["anchor"]) for t in triplets if t.get("query_id")}
+    negative_keys = [anchor_key_of_query.get(t.get("negative_query_id")) or comparison_key(t["negative"])
+                     for t in triplets]
 
     chosen_on = "test" if calibration is None else "val"
     if calibration is not None:

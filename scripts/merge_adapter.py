@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from shared import PipelineError, read_json, run_main, setup_logging, write_json
+from shared import PipelineError, make_readable, read_json, run_main, setup_logging, write_json
 
 LOG = setup_logging()
 CHECK_SENTENCES = [
@@ -132,6 +132,7 @@ def main(argv=None) -> int:
     if output.exists():
         shutil.rmtree(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    make_readable(partial)
     os.replace(partial, output)
     LOG.info("merged model written to %s", output)
     return 0

@@ -77,13 +77,26 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         with handle:
             yield handle
         # NamedTemporaryFile creates 0600 files; give the result the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)
+        os.chmod(handle.name, 0o666 & ~_umask())
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def make_readable(folder: str | os.PathLike) -> None:
+    """Give every file under `folder` the usual umask-based mode: some writers (safetensors, temporary
+    files) create 0600 files, which other users of a shared model folder could not read."""
+    mode = 0o666 & ~_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            os.chmod(path, mode)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:

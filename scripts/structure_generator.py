@@ -272,7 +272,7 @@ class StructureBackend:
             other = rng.choice(by_qtype[other_qtype])
             # Alternate real wording and re-rendered forms so style never tells hits from misses.
             text = self._negative_text(self.records[other], focus, rng, rerender=position % 2 == 1)
-            result.append(Candidate(text, "same_focus_other_qtype", other_qtype))
+            result.append(Candidate(text, "same_focus_other_qtype", other_qtype, {"query_id": self.records[other]["id"]}))
         if len(result) >= wanted:
             return result
         # (2) same qtype, another focus of the same semantic type (or category).
@@ -287,7 +287,7 @@ class StructureBackend:
             chosen.add(self.focus_key[other])
             other_record = self.records[other]
             text = self._negative_text(other_record, other_record["focus"], rng, rerender=len(result) % 2 == 1)
-            result.append(Candidate(text, "same_qtype_other_focus", qtype))
+            result.append(Candidate(text, "same_qtype_other_focus", qtype, {"query_id": other_record["id"]}))
         return result
 
     def _pool(self, qtype: str, semantic_types: tuple, category: str | None) -> list[int]:

@@ -25,7 +25,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared import PipelineError, comparison_key, dumps, read_json, read_jsonl, run_main, setup_logging, write_json
+from shared import (
+    PipelineError, comparison_key, dumps, make_readable, read_json, read_jsonl, run_main, setup_logging, write_json,
+)
 
 LOG = setup_logging()
 TRIPLET_FIELDS = ("anchor", "positive", "negative")
@@ -562,6 +564,7 @@ def save_adapter(model, output: Path, info: dict, args) -> None:
     if output.exists():
         shutil.rmtree(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    make_readable(partial)
     os.replace(partial, output)
 
 

@@ -160,5 +160,8 @@ def triplet_record(
         "negative_kind": negative.kind,
         "qtype": query.get("qtype"),
         "negative_qtype": negative.qtype,
+        # The real question a structure negative was drawn from (None for LLM negatives): a cache
+        # that holds that question rightly hits it, so the cache simulation leaves it out.
+        "negative_query_id": negative.extra.get("query_id"),
         "focus": query.get("focus"),
     }

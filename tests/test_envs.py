@@ -19,7 +19,7 @@ from conftest import PROJECT_ROOT, SCRIPTS, run_snakemake
 RULES_DIR = PROJECT_ROOT / "workflow" / "rules"
 RULE_START = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.MULTILINE)
 STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
-SCRIPT_CALL = re.compile(r"\{SCRIPTS\}/(\w+)\.py")
+SCRIPT_CALL = re.compile(r"step_script\(\"(\w+)\.py\"\)")
 
 # Import name -> distribution name, where they differ or the package is not installed here.
 IMPORT_TO_DIST = {
@@ -86,8 +86,8 @@ def conda_env(path: Path, block: str) -> Path | None:
 
 
 def scripts_of(path: Path, block: str) -> list[Path]:
-    shell = "".join(STRING.findall(directive(block, "shell")))
-    found = [SCRIPTS / f"{name}.py" for name in SCRIPT_CALL.findall(shell)]
+    # Each rule names its script as an input (step_script("x.py")) and runs it from the shell.
+    found = [SCRIPTS / f"{name}.py" for name in SCRIPT_CALL.findall(directive(block, "input"))]
     found += [(path.parent / s).resolve() for s in STRING.findall(directive(block, "script"))]
     return found
 

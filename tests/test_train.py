@@ -132,6 +132,8 @@ def test_adapter_folder_is_small_names_hub_id_and_documents_training(trained):
     assert not (trained / "model.safetensors").exists()
     size = (trained / "adapter_model.safetensors").stat().st_size
     assert 0 < size < 1_000_000
+    # Readable by others too (safetensors writes 0600 files): adapters live on shared volumes.
+    assert all(path.stat().st_mode & 0o044 for path in trained.rglob("*") if path.is_file())
     info = read_json(trained / "training_info.json")
     assert info["trainable_parameters"] == 73_728
     assert info["base_model"]["name"] == L6_HUB_ID
@@ -177,6 +179,7 @@ def test_loading_contract_load_adapter_peft_wrap_and_merged_agree(trained, base_
     assert torch.allclose(a, c, atol=1e-5)
     assert (a - base_embeddings).abs().max() > 1e-4, "the trained adapter must change the embeddings"
     assert read_json(merged_dir / "merge_info.json")["base_model"] == L6_HUB_ID
+    assert (merged_dir / "model.safetensors").stat().st_mode & 0o044
 
 
 def test_merge_refuses_a_folder_that_is_not_an_adapter(base_dir, tmp_path):

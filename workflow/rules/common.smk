@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -194,9 +195,11 @@ def publish_flags():
 
 def step_script(name):
     """A rule's script as one of its inputs, so that editing the script reruns the rule onward.
-    local(): the script is read from the project even when outputs live in remote storage.
+    Relative to the working directory, so that moving or copying a finished project does not
+    change the recorded inputs (which would rerun everything). local(): the script is read from
+    the project even when outputs live in remote storage.
     """
-    return local(str(SCRIPTS / name))
+    return local(os.path.relpath(SCRIPTS / name))
 
 
 # ---- train -------------------------------------------------------------------------------------

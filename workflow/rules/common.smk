@@ -26,9 +26,12 @@ def domain_pattern(domains):
 
 
 def project_path(path):
-    """Paths in config are relative to the project root unless absolute."""
+    """Paths in config are relative to the project root unless absolute. The result is relative to
+    the working directory, so that the inputs and params Snakemake records stay the same when a
+    finished project is moved or copied (absolute paths there would rerun everything).
+    """
     path = Path(path)
-    return str(path if path.is_absolute() else PROJECT_ROOT / path)
+    return str(path) if path.is_absolute() else os.path.relpath(PROJECT_ROOT / path)
 
 
 def medquad_archive_path():

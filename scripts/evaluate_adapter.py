@@ -69,7 +69,9 @@ from pathlib import Path
 import numpy as np
 
 import cache_metrics as cm
-from shared import PipelineError, atomic_output, comparison_key, read_jsonl, run_main, setup_logging, write_json
+from shared import (
+    PipelineError, atomic_output, comparison_key, read_jsonl, read_jsonl_numbered, run_main, setup_logging, write_json,
+)
 
 LOG = logging.getLogger("evaluate_adapter")
 THRESHOLD_NOTE = (
@@ -155,17 +157,8 @@ def load_external_pairs(path: str | Path) -> list[tuple[str, str, int]]:
                     continue
                 pairs.append(_check_pair(row, path, reader.line_num))
     elif suffix in (".jsonl", ".ndjson", ".json"):
-        with path.open("r", encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise PipelineError(f"{path}:{line_number}: not valid JSON ({error.msg}); fix that line") from None
-                if not isinstance(row, dict):
-                    raise PipelineError(f"{path}:{line_number}: expected a JSON object with {', '.join(EXTERNAL_COLUMNS)}")
-                pairs.append(_check_pair(row, path, line_number))
+        for line_number, row in read_jsonl_numbered(path):
+            pairs.append(_check_pair(row, path, line_number))
     else:
         raise PipelineError(f"{path}: unknown external pair format '{path.suffix}'; use .csv, .tsv or .jsonl")
     labels = {label for _, _, label in pairs}

@@ -45,8 +45,8 @@ def dumps(record: Any) -> str:
     return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield records; a line that is not a JSON object is a PipelineError naming file and line."""
+def read_jsonl_numbered(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record); a line that is not a JSON object is a PipelineError naming file and line."""
     path = Path(path)
     with path.open("r", encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -60,7 +60,13 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 ) from None
             if not isinstance(record, dict):
                 raise PipelineError(f"{path}:{line_number}: expected a JSON object per line")
-            yield record
+            yield line_number, record
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield records (see read_jsonl_numbered)."""
+    for _, record in read_jsonl_numbered(path):
+        yield record
 
 
 @contextmanager

@@ -260,8 +260,9 @@ def prepare_checkpoint_dir(checkpoint_dir: Path, fingerprint: dict) -> Path | No
     marker = checkpoint_dir / RUN_CONFIG
     if marker.exists():
         previous = read_json(marker)
-        if previous != json.loads(dumps(fingerprint)):
-            changed = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != json.loads(dumps(fingerprint)).get(k))
+        current = json.loads(dumps(fingerprint))  # as it would read back from the marker file
+        if previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             LOG.warning("checkpoints in %s are from a run with other settings (%s): discarding them",
                         checkpoint_dir, ", ".join(changed))
             shutil.rmtree(checkpoint_dir)

@@ -8,14 +8,18 @@ an interrupted download never leaves a file that looks complete.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from medquad_archive import archive_digest, verify_digest
-from shared import PipelineError, atomic_output, run_main, setup_logging
+from cache_embed.medquad_archive import archive_digest, verify_digest
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import atomic_output
+
+LOG = logging.getLogger("download_medquad")
 
 USER_AGENT = "cache-embeddings-workflow/1 (+https://github.com/abachaa/MedQuAD)"
 
@@ -51,9 +55,9 @@ def parse_arguments(argv):
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
-    log = setup_logging()
+    setup_logging()
     staging = args.output.with_name(args.output.name + ".download")
-    log.info("fetching %s", args.source)
+    LOG.info("fetching %s", args.source)
     fetch(args.source, staging)
     try:
         digest, documents = archive_digest(staging, int(args.max_unpacked_mb * 1024 * 1024))
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
         staging.unlink(missing_ok=True)
         raise
     staging.replace(args.output)
-    log.info("verified %d XML documents, content sha256 %s", documents, digest)
+    LOG.info("verified %d XML documents, content sha256 %s", documents, digest)
     return 0
 
 

@@ -68,10 +68,10 @@ from pathlib import Path
 
 import numpy as np
 
-import cache_metrics as cm
-from shared import (
-    PipelineError, atomic_output, comparison_key, read_jsonl, read_jsonl_numbered, run_main, setup_logging, write_json,
-)
+from cache_embed import cache_metrics as cm
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import atomic_output, read_jsonl, read_jsonl_numbered, write_json
+from cache_embed.text import comparison_key
 
 LOG = logging.getLogger("evaluate_adapter")
 THRESHOLD_NOTE = (

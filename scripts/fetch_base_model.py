@@ -15,15 +15,18 @@ by its hub id, never by a local path. A token is read only from the environment 
 from __future__ import annotations
 
 import argparse
+import logging
 import importlib
 import os
 import shutil
 import sys
 from pathlib import Path
 
-from shared import PipelineError, read_json, run_main, setup_logging, write_json
+from cache_embed.names import model_slug
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import read_json, write_json
 
-LOG = setup_logging()
+LOG = logging.getLogger("fetch_base_model")
 INFO_FILE = "base_model.json"
 # What a sentence-transformers model needs; no pytorch_model.bin, ONNX or OpenVINO exports.
 ALLOW_PATTERNS = [
@@ -42,11 +45,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--local-path", default="", help="a local folder, or package:<module>, instead of the hub")
     parser.add_argument("--output", required=True, help="folder to write, e.g. resources/models/<slug>")
     return parser.parse_args(argv)
-
-
-def model_slug(name: str) -> str:
-    """sentence-transformers/all-MiniLM-L6-v2 -> sentence-transformers--all-MiniLM-L6-v2"""
-    return name.strip("/").replace("/", "--")
 
 
 def is_model_folder(path: Path) -> bool:
@@ -169,6 +167,7 @@ def fetch(name: str, revision: str, local_path: str, output: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    setup_logging()
     args = parse_args(argv)
     if args.name.count("/") != 1 or os.path.isabs(args.name):
         raise PipelineError(f"--name {args.name!r}: expected a hub id of the form owner/name")

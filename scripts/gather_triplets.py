@@ -10,12 +10,16 @@ sorted by id (deterministic; ids are hashes, so the order is mixed across querie
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
 
-from generate_triplets import SPLITS, sha256_file
-from shared import PipelineError, read_json, read_jsonl, run_main, setup_logging, write_json, write_jsonl
+from cache_embed.names import SPLITS
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import sha256_file, read_json, read_jsonl, write_json, write_jsonl
+
+LOG = logging.getLogger("gather_triplets")
 
 TRIPLET_FIELDS = (
     "id", "anchor", "positive", "negative", "query_id", "split", "domain", "backend", "model",
@@ -133,11 +137,11 @@ def gather(triplet_paths: list[str], stats_paths: list[str], input_path: str, sp
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    log = setup_logging(args.verbose)
+    setup_logging(args.verbose)
     triplets, summary = gather(args.triplets, args.shard_stats, args.input, args.split, args.shards)
     write_jsonl(args.output, triplets)
     write_json(args.stats, summary)
-    log.info("%s: %d triplets (%d duplicates removed), yield %s", args.output, len(triplets), summary["duplicate_triplets_removed"], summary["yield"])
+    LOG.info("%s: %d triplets (%d duplicates removed), yield %s", args.output, len(triplets), summary["duplicate_triplets_removed"], summary["yield"])
     return 0
 
 

@@ -10,6 +10,7 @@ than --min-yield of the shard's queries yield at least one triplet.
 from __future__ import annotations
 
 import argparse
+import logging
 import hashlib
 import sys
 import time
@@ -18,11 +19,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from shared import PipelineError, dumps, read_jsonl, run_main, setup_logging, write_json, write_jsonl
-from triplet_quality import Candidate, build_triplets, triplet_record
+from cache_embed.names import SPLITS
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import sha256_file, dumps, read_jsonl, write_json, write_jsonl
+from cache_embed.triplet_quality import Candidate, build_triplets, triplet_record
+
+LOG = logging.getLogger("generate_triplets")
 
 BACKENDS = ("structure", "vllm", "openai")
-SPLITS = ("train", "val", "test")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,14 +83,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def shard_of(query_id: str, shards: int) -> int:
     return int(hashlib.sha256(query_id.encode("utf-8")).hexdigest(), 16) % shards
 
@@ -133,7 +129,7 @@ def run_settings(args: argparse.Namespace) -> dict:
         "negatives": args.negatives, "max_queries": args.max_queries, "seed": args.seed,
     }
     if args.backend == "structure":
-        from structure_generator import forms_digest
+        from cache_embed.structure_generator import forms_digest
 
         settings.update(forms_sha256=forms_digest(args.forms), max_synonym_words=args.max_synonym_words)
     else:
@@ -166,7 +162,7 @@ def candidates_per_batch(backend, name: str, batch: list[dict], paraphrases: int
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    log = setup_logging(args.verbose)
+    setup_logging(args.verbose)
     started = time.perf_counter()
     if Path(args.output).resolve() in (Path(args.input).resolve(), Path(args.stats).resolve()):
         raise PipelineError(f"--output {args.output} would overwrite --input or --stats; give it its own path")
@@ -174,16 +170,16 @@ def main(argv=None) -> int:
     input_sha256 = sha256_file(args.input)
     chosen = subset(records, args.max_queries, args.seed)
     shard = [r for r in chosen if shard_of(r["id"], args.shards) == args.shard]
-    log.info("%s: %d queries, %d chosen, %d in shard %d of %d", args.input, len(records), len(chosen), len(shard), args.shard, args.shards)
+    LOG.info("%s: %d queries, %d chosen, %d in shard %d of %d", args.input, len(records), len(chosen), len(shard), args.shard, args.shards)
 
     if args.backend == "structure":
-        from structure_generator import StructureBackend, load_forms
+        from cache_embed.structure_generator import StructureBackend, load_forms
 
         backend = StructureBackend(
             records, args.split, load_forms(args.forms), seed=args.seed, max_synonym_words=args.max_synonym_words
         )
     else:
-        from llm_backends import load_spec, make_backend
+        from cache_embed.llm_backends import load_spec, make_backend
 
         backend = make_backend(args.backend, llm_settings(args), load_spec(args.spec))
     model = getattr(backend, "model", None)
@@ -236,8 +232,8 @@ def main(argv=None) -> int:
         "llm_attempts": attempts["attempts"],
     }
     elapsed = time.perf_counter() - started
-    log.info("stats: %s", dumps(stats))
-    log.info("%d triplets from %d queries in %.1f s (%.0f triplets/s)", len(triplets), len(shard), elapsed, len(triplets) / max(elapsed, 1e-9))
+    LOG.info("stats: %s", dumps(stats))
+    LOG.info("%d triplets from %d queries in %.1f s (%.0f triplets/s)", len(triplets), len(shard), elapsed, len(triplets) / max(elapsed, 1e-9))
     if shard and with_triplets / len(shard) < args.min_yield:
         raise PipelineError(
             f"{args.input} shard {args.shard}/{args.shards}: only {with_triplets} of {len(shard)} queries "

@@ -10,14 +10,17 @@ Duplicates (same comparison key) are merged into the first occurrence.
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 
-from shared import (
-    PipelineError, comparison_key, normalise_whitespace, run_main, setup_logging, stable_id, write_json, write_jsonl,
-)
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import write_json, write_jsonl
+from cache_embed.text import comparison_key, normalise_whitespace, stable_id
+
+LOG = logging.getLogger("import_queries")
 
 
 def read_query_lines(path: Path):
@@ -80,7 +83,7 @@ def parse_arguments(argv):
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
-    log = setup_logging()
+    setup_logging()
     if not args.source.is_file():
         raise PipelineError(f"{args.source}: query file not found; set domains.{args.domain}.queries to an existing file")
     records, rejects, lines = import_queries(args.source, args.domain)
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
     if not records:
         raise PipelineError(f"{args.source}: no queries found")
     write_jsonl(args.output, records)
-    log.info("%d lines, %d queries, %d rejects", lines, len(records), len(rejects))
+    LOG.info("%d lines, %d queries, %d rejects", lines, len(records), len(rejects))
     return 0
 
 

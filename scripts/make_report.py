@@ -17,7 +17,8 @@ import math
 import sys
 from pathlib import Path
 
-from shared import PipelineError, atomic_output, read_json, run_main, setup_logging, write_json
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import atomic_output, read_json, write_json
 
 LOG = logging.getLogger("make_report")
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

@@ -7,14 +7,16 @@ sentences before anything is written) at the base model's speed, and loads witho
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
 from pathlib import Path
 
-from shared import PipelineError, make_readable, read_json, run_main, setup_logging, write_json
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import make_readable, read_json, write_json
 
-LOG = setup_logging()
+LOG = logging.getLogger("merge_adapter")
 CHECK_SENTENCES = [
     "What are the symptoms of Glaucoma ?",
     "how do you treat high blood pressure",
@@ -102,6 +104,7 @@ Approach to Question Answering, BMC Bioinformatics 20:511, 2019.
 
 
 def main(argv=None) -> int:
+    setup_logging()
     args = parse_args(argv)
     if args.threads:
         import torch

@@ -13,6 +13,7 @@ qtype) go to the rejects file with their reason; the step fails when they exceed
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,10 +22,12 @@ from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 from xml.etree.ElementTree import ParseError
 
-from medquad_archive import COLLECTION_COUNT, ContentDigest, iter_xml_members, open_archive, verify_digest
-from shared import (
-    PipelineError, comparison_key, normalise_whitespace, run_main, setup_logging, stable_id, write_json, write_jsonl,
-)
+from cache_embed.medquad_archive import COLLECTION_COUNT, ContentDigest, iter_xml_members, open_archive, verify_digest
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import write_json, write_jsonl
+from cache_embed.text import comparison_key, normalise_whitespace, stable_id
+
+LOG = logging.getLogger("parse_medquad")
 
 
 # Most documents use <Document>/<Focus>/<FocusAnnotations>/<UMLS>/<CUIs>/<CUI>; a few NINDS files use a
@@ -132,7 +135,7 @@ def merge_occurrences(occurrences: list[dict]) -> list[dict]:
     return list(records.values())
 
 
-def parse_archive(archive: Path, max_unpacked_bytes: int, expected_digest: str | None, log=None):
+def parse_archive(archive: Path, max_unpacked_bytes: int, expected_digest: str | None):
     digest = ContentDigest()
     occurrences, rejects = [], []
     with open_archive(archive) as zf:
@@ -177,7 +180,7 @@ def parse_arguments(argv):
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
-    log = setup_logging()
+    setup_logging()
     occurrences, rejects, digest = parse_archive(
         args.archive, int(args.max_unpacked_mb * 1024 * 1024), args.content_sha256 or None
     )
@@ -187,7 +190,7 @@ def main(argv=None) -> int:
     write_json(args.stats, stats)
     seen = digest.documents + stats["questions_seen"]
     fraction = len(rejects) / max(seen, 1)
-    log.info("%d documents, %d questions, %d records, %d duplicates merged, %d rejects (%.3f%%)",
+    LOG.info("%d documents, %d questions, %d records, %d duplicates merged, %d rejects (%.3f%%)",
              digest.documents, len(occurrences), len(records), stats["duplicates_merged"], len(rejects), 100 * fraction)
     if fraction > args.max_reject_fraction:
         raise PipelineError(

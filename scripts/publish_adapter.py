@@ -13,27 +13,19 @@ instance profile), with the endpoint from $AWS_ENDPOINT_URL when set (MinIO, a l
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
 import sys
 from pathlib import Path
 
-from shared import PipelineError, run_main, setup_logging, write_json
+from cache_embed.files import sha256_file
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import write_json
 
 LOG = logging.getLogger("publish_adapter")
 HUB_REPO_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 S3_PREFIX_PATTERN = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
-CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def collect_files(adapter: Path, model_card: Path | None = None) -> tuple[list[dict], list[dict]]:
@@ -65,7 +57,7 @@ def collect_files(adapter: Path, model_card: Path | None = None) -> tuple[list[d
         )
     for item in files:
         item["bytes"] = item["source"].stat().st_size
-        item["sha256"] = sha256_of(item["source"])
+        item["sha256"] = sha256_file(item["source"])
     return files, skipped
 
 

@@ -9,14 +9,19 @@ ordered by a seeded hash and dealt greedily to the split furthest below its targ
 from __future__ import annotations
 
 import argparse
+import logging
 import hashlib
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from shared import PipelineError, comparison_key, read_jsonl, run_main, setup_logging, write_json, write_jsonl
+from cache_embed.names import SPLITS
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.files import read_jsonl, write_json, write_jsonl
+from cache_embed.text import comparison_key
 
-SPLITS = ("train", "val", "test")
+LOG = logging.getLogger("split_queries")
+
 
 
 def focus_entities(record: dict) -> set[str]:
@@ -108,7 +113,7 @@ def parse_arguments(argv):
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
-    log = setup_logging()
+    setup_logging()
     fractions = {"train": args.train_fraction, "val": args.val_fraction, "test": args.test_fraction}
     if any(value < 0 for value in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-6:
         raise PipelineError(f"split fractions must be non-negative and sum to 1, got {fractions}")
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
     for split in SPLITS:
         write_jsonl(getattr(args, split), by_split[split])
     write_json(args.stats, stats)
-    log.info("split %d records in %d focus groups (largest %d): %s", len(records), len(groups), largest, stats["sizes"])
+    LOG.info("split %d records in %d focus groups (largest %d): %s", len(records), len(groups), largest, stats["sizes"])
     return 0
 
 

@@ -15,6 +15,7 @@ the same settings; checkpoints of a run with other settings are discarded (logge
 from __future__ import annotations
 
 import argparse
+import logging
 import hashlib
 import json
 import os
@@ -25,12 +26,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared import (
-    PipelineError, comparison_key, dumps, make_readable, read_json, read_jsonl, run_main, setup_logging, write_json,
-)
+from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
+from cache_embed.files import sha256_file, dumps, make_readable, read_json, read_jsonl, write_json
+from cache_embed.text import comparison_key
 
-LOG = setup_logging()
+LOG = logging.getLogger("train_adapter")
 TRIPLET_FIELDS = ("anchor", "positive", "negative")
+TRAINING_LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "datasets", "accelerate")
 LOSSES = ("mnrl", "cached_mnrl", "gist")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 EVALUATOR_NAME = "val"
@@ -146,14 +148,6 @@ def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: fl
         kept = [kept[index] for index in chosen]
     stats = {"file": str(path), "records": total, "usable": available, "used": len(kept), "dropped": dropped}
     return kept, stats
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- model
@@ -390,18 +384,6 @@ MedQuAD: {MEDQUAD_CITATION}.
 """
 
 
-def library_versions() -> dict:
-    import importlib.metadata as metadata
-
-    versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "transformers", "peft", "sentence-transformers", "datasets", "accelerate"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -429,7 +411,7 @@ def train(args) -> dict:
     LOG.info("train triplets: %s; val triplets: %s", train_stats, val_stats)
 
     checkpoint_dir = Path(args.checkpoint_dir)
-    fingerprint = run_fingerprint(args, file_sha256(args.train_data), file_sha256(args.val_data))
+    fingerprint = run_fingerprint(args, sha256_file(args.train_data), sha256_file(args.val_data))
     resume = prepare_checkpoint_dir(checkpoint_dir, fingerprint)
 
     set_seed(args.seed)
@@ -544,7 +526,7 @@ def train(args) -> dict:
                         "trainer_runtime": result.metrics.get("train_runtime")},
         "train_examples_per_second": examples_per_second,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": library_versions(),
+        "versions": library_versions(TRAINING_LIBRARIES),
     }
     history.update(base=base_metrics, final=final_metrics, metric_for_best_model=metric)
     return {"model": model, "info": info, "history": history, "checkpoint_dir": checkpoint_dir}
@@ -570,6 +552,7 @@ def save_adapter(model, output: Path, info: dict, args) -> None:
 
 
 def main(argv=None) -> int:
+    setup_logging()
     args = parse_args(argv)
     outcome = train(args)
     info = outcome["info"]

@@ -12,7 +12,7 @@ import download_medquad
 import import_queries
 import parse_medquad
 from conftest import MEDQUAD_COMMIT, run_snakemake
-from shared import read_jsonl
+from cache_embed.files import read_jsonl
 
 TOP = f"MedQuAD-{MEDQUAD_COMMIT}"
 GOOD_DOCUMENT = """<?xml version="1.0" encoding="UTF-8"?>
@@ -107,7 +107,7 @@ def test_truncated_zip_is_a_clear_error(tmp_path, medquad_archive, capsys):
 
 
 def _run_main(module, argv):
-    from shared import run_main
+    from cache_embed.cli import run_main
 
     return run_main(module.main, argv)
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-import cache_metrics as cm
+from cache_embed import cache_metrics as cm
 import evaluate_adapter
-from shared import PipelineError, read_jsonl
+from cache_embed.cli import PipelineError
+from cache_embed.files import read_jsonl
 
 DATA = Path(__file__).parent / "data"
 

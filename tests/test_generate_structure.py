@@ -13,8 +13,10 @@ import yaml
 
 import generate_triplets
 from conftest import run_snakemake
-from shared import PipelineError, comparison_key, read_json, read_jsonl
-from structure_generator import SPLIT_FORMS, forms_problems, load_forms, render
+from cache_embed.cli import PipelineError
+from cache_embed.files import read_json, read_jsonl
+from cache_embed.text import comparison_key
+from cache_embed.structure_generator import SPLIT_FORMS, forms_problems, load_forms, render
 
 FORMS = Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical_forms.yaml"
 

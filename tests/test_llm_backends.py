@@ -27,9 +27,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import llm_backends
-from llm_backends import Completion, answer_schema, build_messages, load_spec, make_backend, parse_answer
-from shared import PipelineError, normalise_whitespace
+from cache_embed import llm_backends
+from cache_embed.llm_backends import Completion, answer_schema, build_messages, load_spec, make_backend, parse_answer
+from cache_embed.cli import PipelineError
+from cache_embed.text import normalise_whitespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openai_test_server import CannedServer  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 import publish_adapter
 from conftest import copy_project, run_snakemake
 from local_s3 import moto_server
-from shared import PipelineError, run_main
+from cache_embed.cli import PipelineError, run_main
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 import evaluate_adapter
 import make_report
-from shared import write_json
+from cache_embed.files import write_json
 
 EVIL = "<script>alert('x')</script> & \"quotes\""
 

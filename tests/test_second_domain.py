@@ -10,7 +10,7 @@ import shutil
 
 from conftest import PROJECT_ROOT, copy_project, run_snakemake
 from openai_test_server import CannedServer
-from shared import read_jsonl
+from cache_embed.files import read_jsonl
 
 QUERIES = PROJECT_ROOT / "tests" / "data" / "programming_queries.txt"
 

@@ -18,7 +18,8 @@ import pytest
 import fetch_base_model
 import merge_adapter
 import train_adapter
-from shared import PipelineError, read_json, write_jsonl
+from cache_embed.cli import PipelineError
+from cache_embed.files import read_json, write_jsonl
 
 L6_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SENTENCES = [

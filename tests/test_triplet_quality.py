@@ -11,8 +11,9 @@ import pytest
 
 import gather_triplets
 import generate_triplets
-from shared import PipelineError, read_json
-from triplet_quality import Candidate, build_triplets, near_copy
+from cache_embed.cli import PipelineError
+from cache_embed.files import read_json
+from cache_embed.triplet_quality import Candidate, build_triplets, near_copy
 
 FORMS = Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical_forms.yaml"
 ANCHOR = "What are the symptoms of Gout ?"

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import generate_triplets  # noqa: E402
-from shared import read_json, read_jsonl, write_jsonl  # noqa: E402
+from cache_embed.files import read_json, read_jsonl, write_jsonl  # noqa: E402
 
 
 def main() -> int:

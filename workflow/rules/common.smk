@@ -1,7 +1,7 @@
 import json
 import os
-import re
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -11,7 +11,9 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 PROJECT_ROOT = Path(workflow.basedir).parent
 SCRIPTS = PROJECT_ROOT / "scripts"
-SPLITS = ["train", "val", "test"]
+# Names the steps must agree on (split names, model folder names) come from the steps' own library.
+sys.path.insert(0, str(SCRIPTS))
+from cache_embed.names import SPLITS, model_slug
 MEDQUAD_DOMAINS = sorted(
     name for name, spec in config["domains"].items() if spec["queries"] == "medquad"
 )
@@ -206,11 +208,6 @@ def step_script(name):
 
 
 # ---- train -------------------------------------------------------------------------------------
-
-
-def model_slug(name):
-    """sentence-transformers/all-MiniLM-L6-v2 -> sentence-transformers--all-MiniLM-L6-v2"""
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-")
 
 
 def base_model_dir():

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from shared import PipelineError
+from cache_embed.cli import PipelineError
 
 COLLECTION_COUNT = 12
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from shared import PipelineError, comparison_key, normalise_whitespace
-from triplet_quality import Candidate
+from cache_embed.cli import PipelineError
+from cache_embed.text import comparison_key, normalise_whitespace
+from cache_embed.triplet_quality import Candidate
 
 FOCUS = "{focus}"
 SPLIT_FORMS = {"train": "train", "val": "heldout", "test": "heldout"}

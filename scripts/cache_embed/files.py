@@ -1,43 +1,16 @@
-"""Helpers shared by every step: JSONL I/O, text normalisation, stable ids, atomic writes.
-
-Each step script imports this module; keep it free of heavy dependencies.
-"""
+"""Files: deterministic JSON and JSONL, atomic writes (no partial output ever looks finished), digests."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import re
-import sys
 import tempfile
-import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-_WHITESPACE = re.compile(r"\s+")
-_NON_WORD = re.compile(r"[^\w]+")
-
-
-class PipelineError(Exception):
-    """An error with a message meant for the user: what went wrong, where, and what to do."""
-
-
-def normalise_whitespace(text: str) -> str:
-    """NFC-normalise and collapse runs of whitespace to one space."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
-
-
-def comparison_key(text: str) -> str:
-    """A key under which two texts count as the same question: case, spacing and punctuation ignored."""
-    return _WHITESPACE.sub(" ", _NON_WORD.sub(" ", normalise_whitespace(text).casefold())).strip()
-
-
-def stable_id(prefix: str, *parts: str, length: int = 16) -> str:
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
-    return f"{prefix}-{digest[:length]}"
+from cache_embed.cli import PipelineError
 
 
 def dumps(record: Any) -> str:
@@ -125,20 +98,10 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
-def setup_logging(verbose: bool = False) -> logging.Logger:
-    """Log to stderr; rules redirect stderr to their `log:` file."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    return logging.getLogger(Path(sys.argv[0]).stem or "pipeline")
-
-
-def run_main(main_function, argv=None) -> int:
-    """Run a step's main(); a PipelineError becomes one clear line on stderr and exit status 1."""
-    try:
-        return main_function(argv) or 0
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -27,6 +27,16 @@ from cache_embed.triplet_quality import Candidate, build_triplets, triplet_recor
 LOG = logging.getLogger("generate_triplets")
 
 BACKENDS = ("structure", "vllm", "openai")
+_LLM_FLAGS = ("spec", "model", "batch_size", "max_retries", "temperature", "top_p", "max_tokens")
+# The flags each backend needs (argparse dest names).
+BACKEND_FLAGS = {
+    "structure": ("forms", "max_synonym_words"),
+    "vllm": (*_LLM_FLAGS, "revision", "max_model_len", "dtype", "tensor_parallel", "gpu_memory_utilization"),
+    "openai": (*_LLM_FLAGS, "base_url", "api_key_env", "concurrency", "timeout", "openai_retries"),
+}
+STRUCTURE_PROGRESS_BATCH = 256
+# Settings of the run that cannot change the triplets: shards made with different values still belong together.
+OPERATIONAL_SETTINGS = ("tensor_parallel", "gpu_memory_utilization", "api_key_env", "concurrency", "timeout_s", "retries")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,47 +49,52 @@ def parse_args(argv=None) -> argparse.Namespace:
     io.add_argument("--domain", required=True)
     io.add_argument("--shard", type=int, default=0, help="this shard's number K, 0 <= K < N")
     io.add_argument("--shards", type=int, default=1, help="number of shards N")
+    # No defaults here: the workflow passes every setting from the config schema (the one place for
+    # defaults and bounds); a backend's own settings are required only with that backend.
     gen = parser.add_argument_group("generation")
-    gen.add_argument("--backend", choices=BACKENDS, default="structure")
-    gen.add_argument("--spec", default=None, help="domain prompt spec YAML (LLM backends)")
-    gen.add_argument("--paraphrases", type=int, default=3, help="positives per query (at most)")
-    gen.add_argument("--negatives", type=int, default=2, help="hard negatives per query (at most)")
-    gen.add_argument("--max-queries", type=int, default=0, help="seeded subset of the split; 0 = all")
-    gen.add_argument("--batch-size", type=int, default=32)
-    gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument("--max-retries", type=int, default=2, help="LLM re-asks after a bad answer")
-    gen.add_argument("--min-yield", type=float, default=0.5)
+    gen.add_argument("--backend", choices=BACKENDS, required=True)
+    gen.add_argument("--paraphrases", type=int, required=True, help="positives per query (at most)")
+    gen.add_argument("--negatives", type=int, required=True, help="hard negatives per query (at most)")
+    gen.add_argument("--max-queries", type=int, required=True, help="seeded subset of the split; 0 = all")
+    gen.add_argument("--seed", type=int, required=True)
+    gen.add_argument("--min-yield", type=float, required=True)
     llm = parser.add_argument_group("LLM backends (passed through to llm_backends.make_backend)")
-    llm.add_argument("--model", default=None)
-    llm.add_argument("--revision", default="main")
-    llm.add_argument("--tensor-parallel", type=int, default=1)
-    llm.add_argument("--max-model-len", type=int, default=4096)
-    llm.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    llm.add_argument("--dtype", default="auto")
-    llm.add_argument("--temperature", type=float, default=0.7)
-    llm.add_argument("--top-p", type=float, default=0.9)
-    llm.add_argument("--max-tokens", type=int, default=512)
-    llm.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    llm.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    llm.add_argument("--concurrency", type=int, default=8)
-    llm.add_argument("--timeout", type=float, default=120.0, help="seconds per request (openai)")
-    llm.add_argument("--openai-retries", type=int, default=4, help="transport retries per request (openai)")
+    llm.add_argument("--spec", help="domain prompt spec YAML")
+    llm.add_argument("--batch-size", type=int)
+    llm.add_argument("--max-retries", type=int, help="LLM re-asks after a bad answer")
+    llm.add_argument("--model")
+    llm.add_argument("--temperature", type=float)
+    llm.add_argument("--top-p", type=float)
+    llm.add_argument("--max-tokens", type=int)
+    vllm = parser.add_argument_group("vllm backend")
+    vllm.add_argument("--revision")
+    vllm.add_argument("--max-model-len", type=int)
+    vllm.add_argument("--dtype")
+    vllm.add_argument("--tensor-parallel", type=int, help="GPUs to spread the model over (the job's GPU count)")
+    vllm.add_argument("--gpu-memory-utilization", type=float)
+    openai = parser.add_argument_group("openai backend")
+    openai.add_argument("--base-url")
+    openai.add_argument("--api-key-env")
+    openai.add_argument("--concurrency", type=int)
+    openai.add_argument("--timeout", type=float, help="seconds per request")
+    openai.add_argument("--openai-retries", type=int, help="transport retries per request")
     structure = parser.add_argument_group("structure backend")
-    structure.add_argument("--forms", default="resources/domains/medical_forms.yaml")
-    structure.add_argument("--max-synonym-words", type=int, default=8)
+    structure.add_argument("--forms", help="question forms bank YAML")
+    structure.add_argument("--max-synonym-words", type=int)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.shards < 1 or not 0 <= args.shard < args.shards:
         parser.error(f"--shard {args.shard} must be in [0, --shards {args.shards})")
+    for name in BACKEND_FLAGS[args.backend]:
+        if getattr(args, name) is None:
+            parser.error(f"--backend {args.backend} needs --{name.replace('_', '-')}")
     for name in ("paraphrases", "negatives", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.max_queries < 0:
         parser.error("--max-queries must be >= 0")
     if not 0 <= args.min_yield <= 1:
         parser.error("--min-yield must be in [0, 1]")
-    if args.backend != "structure" and not args.spec:
-        parser.error(f"--backend {args.backend} needs --spec (the domain's prompt spec)")
     return args
 
 
@@ -112,6 +127,7 @@ def read_split(path: str | Path) -> list[dict]:
 
 
 def llm_settings(args: argparse.Namespace) -> dict:
+    """The LLM backend's settings; None (a flag the backend does not take) leaves the library's default."""
     return {
         "model": args.model or None, "revision": args.revision, "tensor_parallel": args.tensor_parallel,
         "max_model_len": args.max_model_len, "gpu_memory_utilization": args.gpu_memory_utilization,
@@ -134,7 +150,7 @@ def run_settings(args: argparse.Namespace) -> dict:
         settings.update(forms_sha256=forms_digest(args.forms), max_synonym_words=args.max_synonym_words)
     else:
         settings.update(spec_sha256=sha256_file(args.spec), **{
-            k: v for k, v in llm_settings(args).items() if k not in ("api_key_env", "concurrency", "timeout_s", "retries")
+            k: v for k, v in llm_settings(args).items() if k not in OPERATIONAL_SETTINGS
         })
     return settings
 
@@ -193,8 +209,10 @@ def main(argv=None) -> int:
     with_triplets = without_negatives = 0
     try:
         with tqdm(total=len(shard), desc=f"{args.split} shard {args.shard}", unit="query", file=sys.stderr, mininterval=5) as progress:
-            for start in range(0, len(shard), args.batch_size):
-                batch = shard[start:start + args.batch_size]
+            # The structure backend seeds each query on its own, so its batches only pace the progress bar.
+            batch_size = args.batch_size or STRUCTURE_PROGRESS_BATCH
+            for start in range(0, len(shard), batch_size):
+                batch = shard[start:start + batch_size]
                 for record, (positives, negatives) in zip(
                     batch, candidates_per_batch(backend, args.backend, batch, args.paraphrases, args.negatives, failures, attempts)
                 ):

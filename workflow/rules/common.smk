@@ -13,6 +13,7 @@ PROJECT_ROOT = Path(workflow.basedir).parent
 SCRIPTS = PROJECT_ROOT / "scripts"
 # Names the steps must agree on (split names, model folder names) come from the steps' own library.
 sys.path.insert(0, str(SCRIPTS))
+from cache_embed import step_settings
 from cache_embed.names import SPLITS, model_slug
 MEDQUAD_DOMAINS = sorted(
     name for name, spec in config["domains"].items() if spec["queries"] == "medquad"
@@ -36,6 +37,12 @@ def project_path(path):
     return str(path) if path.is_absolute() else os.path.relpath(PROJECT_ROOT / path)
 
 
+def settings_param(settings_function):
+    """params: settings=settings_param(f): the step's settings f(wildcards) as one canonical string of
+    command-line flags (see cache_embed.step_settings for why one)."""
+    return lambda wildcards: step_settings.cli_flags(settings_function(wildcards))
+
+
 def medquad_archive_path():
     return f"resources/medquad/MedQuAD-{config['medquad']['commit']}.zip"
 
@@ -52,8 +59,20 @@ def domain_queries_file(wildcards):
     return project_path(config["domains"][wildcards.domain]["queries"])
 
 
-def domain_max_reject_fraction(wildcards):
-    return config["domains"][wildcards.domain].get("max_reject_fraction", 0.01)
+def download_settings(wildcards):
+    return step_settings.download(config, medquad_source())
+
+
+def parse_settings(wildcards):
+    return step_settings.parse(config)
+
+
+def import_settings(wildcards):
+    return step_settings.import_queries(config, wildcards.domain)
+
+
+def split_settings(wildcards):
+    return step_settings.split(config)
 
 
 def all_targets():
@@ -73,22 +92,20 @@ def all_targets():
 
 
 def generate_backend(domain):
-    return config["domains"][domain].get("backend") or config["generate"]["backend"]
-
-
-def generate_backend_of(wildcards):
-    return generate_backend(wildcards.domain)
+    return step_settings.backend(config, domain)
 
 
 def generate_gpus(wildcards):
-    """GPUs a shard job asks for: generate.vllm.gpus for the vllm backend, none otherwise."""
+    """GPUs a shard job asks for: generate.vllm.gpus for the vllm backend, none otherwise. The job's
+    tensor-parallel size is the GPU count it actually got (generate_runtime_options)."""
     if generate_backend(wildcards.domain) == "vllm":
         return config["generate"]["vllm"]["gpus"]
     return 0
 
 
-def generate_tensor_parallel(wildcards):
-    return max(1, generate_gpus(wildcards))
+def generate_gpu_manufacturer(wildcards):
+    # Only a job that asks for GPUs names their maker (a SLURM constraint on clusters).
+    return "nvidia" if generate_gpus(wildcards) > 0 else None
 
 
 def generate_mem_mb(wildcards):
@@ -98,11 +115,6 @@ def generate_mem_mb(wildcards):
 def generate_runtime(wildcards):
     """Minutes; LLM shards talk to a model for a long time, the structure backend takes seconds."""
     return 20 if generate_backend(wildcards.domain) == "structure" else 720
-
-
-def generate_model(wildcards):
-    backend = generate_backend(wildcards.domain)
-    return config["generate"][backend]["model"] if backend != "structure" else ""
 
 
 def generate_inputs(wildcards):
@@ -115,12 +127,29 @@ def generate_inputs(wildcards):
     return inputs
 
 
-def generate_spec(wildcards):
-    return project_path(config["domains"][wildcards.domain]["spec"])
+def generate_settings(wildcards):
+    return step_settings.generate(config, wildcards.domain)
 
 
-def generate_forms(wildcards):
-    return project_path(config["generate"]["structure"]["forms"])
+def generate_runtime_options(wildcards, resources):
+    """Options that cannot change the triplets (step_settings.generate_runtime_options), with the
+    GPU count this job actually got, so `--set-resources generate_triplets:gpu=2` runs tensor-parallel
+    2. A params function that takes `resources` is one Snakemake neither records nor compares, so
+    changing these never reruns generation."""
+    return step_settings.cli_flags(
+        step_settings.generate_runtime_options(config, wildcards.domain, resources.gpu)
+    )
+
+
+def generate_input_flags(wildcards, input):
+    """--forms or --spec, whichever input the backend has."""
+    return step_settings.cli_flags(
+        {name: input[name] for name in ("forms", "spec") if name in input.keys()}
+    )
+
+
+def gather_settings(wildcards):
+    return step_settings.gather(config)
 
 
 def shard_files(wildcards, suffix):
@@ -229,6 +258,18 @@ def train_mem_mb(wildcards):
 
 def train_runtime(wildcards):
     return config["train"]["runtime"]
+
+
+def train_settings(wildcards):
+    return step_settings.train(config)
+
+
+def merge_settings(wildcards):
+    return step_settings.merge(config)
+
+
+def fetch_base_model_settings(wildcards):
+    return step_settings.fetch_base_model(config, train_base_model_local_path())
 
 
 def train_base_model_local_path():

@@ -14,13 +14,9 @@ rule download_medquad:
         mem_mb=1000,
         runtime=30,
     params:
-        source=medquad_source(),
-        content_sha256=config["medquad"]["content_sha256"],
-        max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
+        settings=settings_param(download_settings),
     shell:
-        "python {input.script:q} --source {params.source:q} --output {output.archive:q}"
-        " --content-sha256 {params.content_sha256:q} --max-unpacked-mb {params.max_unpacked_mb}"
-        " > {log:q} 2>&1"
+        "python {input.script:q} --output {output.archive:q} {params.settings} > {log:q} 2>&1"
 
 
 rule parse_medquad:
@@ -44,14 +40,10 @@ rule parse_medquad:
         mem_mb=2000,
         runtime=15,
     params:
-        content_sha256=config["medquad"]["content_sha256"],
-        max_unpacked_mb=config["medquad"]["max_unpacked_mb"],
-        max_reject_fraction=config["medquad"]["max_reject_fraction"],
+        settings=settings_param(parse_settings),
     shell:
         "python {input.script:q} --archive {input.archive:q} --output {output.queries:q}"
-        " --rejects {output.rejects:q} --stats {output.stats:q}"
-        " --content-sha256 {params.content_sha256:q} --max-unpacked-mb {params.max_unpacked_mb}"
-        " --max-reject-fraction {params.max_reject_fraction} > {log:q} 2>&1"
+        " --rejects {output.rejects:q} --stats {output.stats:q} {params.settings} > {log:q} 2>&1"
 
 
 rule import_queries:
@@ -75,11 +67,11 @@ rule import_queries:
         mem_mb=1000,
         runtime=15,
     params:
-        max_reject_fraction=domain_max_reject_fraction,
+        settings=settings_param(import_settings),
     shell:
         "python {input.script:q} --source {input.source:q} --domain {wildcards.domain}"
         " --output {output.queries:q} --rejects {output.rejects:q} --stats {output.stats:q}"
-        " --max-reject-fraction {params.max_reject_fraction} > {log:q} 2>&1"
+        " {params.settings} > {log:q} 2>&1"
 
 
 rule split_queries:
@@ -102,12 +94,8 @@ rule split_queries:
         mem_mb=2000,
         runtime=15,
     params:
-        train=config["split"]["train"],
-        val=config["split"]["val"],
-        test=config["split"]["test"],
-        seed=config["split"]["seed"],
+        settings=settings_param(split_settings),
     shell:
         "python {input.script:q} --queries {input.queries:q} --train {output.train:q}"
         " --val {output.val:q} --test {output.test:q} --stats {output.stats:q}"
-        " --train-fraction {params.train} --val-fraction {params.val} --test-fraction {params.test}"
-        " --seed {params.seed} > {log:q} 2>&1"
+        " {params.settings} > {log:q} 2>&1"

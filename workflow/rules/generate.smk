@@ -25,47 +25,16 @@ rule generate_triplets:
         mem_mb=generate_mem_mb,
         runtime=generate_runtime,
         gpu=generate_gpus,
-        gpu_manufacturer="nvidia",
+        gpu_manufacturer=generate_gpu_manufacturer,
     params:
-        backend=generate_backend_of,
-        spec=generate_spec,
-        forms=generate_forms,
-        paraphrases=config["generate"]["paraphrases"],
-        negatives=config["generate"]["negatives"],
-        max_queries=config["generate"]["max_queries"],
-        batch_size=config["generate"]["batch_size"],
-        seed=config["generate"]["seed"],
-        max_retries=config["generate"]["max_retries"],
-        min_yield=config["generate"]["min_yield"],
-        model=generate_model,
-        revision=config["generate"]["vllm"]["revision"],
-        tensor_parallel=generate_tensor_parallel,
-        max_model_len=config["generate"]["vllm"]["max_model_len"],
-        gpu_memory_utilization=config["generate"]["vllm"]["gpu_memory_utilization"],
-        dtype=config["generate"]["vllm"]["dtype"],
-        temperature=config["generate"]["sampling"]["temperature"],
-        top_p=config["generate"]["sampling"]["top_p"],
-        max_tokens=config["generate"]["sampling"]["max_tokens"],
-        base_url=config["generate"]["openai"]["base_url"],
-        api_key_env=config["generate"]["openai"]["api_key_env"],
-        concurrency=config["generate"]["openai"]["concurrency"],
-        timeout=config["generate"]["openai"]["timeout_s"],
-        openai_retries=config["generate"]["openai"]["retries"],
-        max_synonym_words=config["generate"]["structure"]["max_synonym_words"],
+        settings=settings_param(generate_settings),
+        runtime_options=generate_runtime_options,
+        inputs=generate_input_flags,
     shell:
         "python {input.script:q} --input {input.split:q} --output {output.triplets:q}"
         " --stats {output.stats:q} --split {wildcards.split} --domain {wildcards.domain}"
-        " --shard {wildcards.shard} --shards {wildcards.shards} --backend {params.backend}"
-        " --spec {params.spec:q} --paraphrases {params.paraphrases} --negatives {params.negatives}"
-        " --max-queries {params.max_queries} --batch-size {params.batch_size} --seed {params.seed}"
-        " --max-retries {params.max_retries} --min-yield {params.min_yield}"
-        " --model={params.model:q} --revision {params.revision:q} --tensor-parallel {params.tensor_parallel}"
-        " --max-model-len {params.max_model_len} --gpu-memory-utilization {params.gpu_memory_utilization}"
-        " --dtype {params.dtype:q} --temperature {params.temperature} --top-p {params.top_p}"
-        " --max-tokens {params.max_tokens} --base-url {params.base_url:q} --api-key-env {params.api_key_env:q}"
-        " --concurrency {params.concurrency} --timeout {params.timeout} --openai-retries {params.openai_retries}"
-        " --forms {params.forms:q} --max-synonym-words {params.max_synonym_words}"
-        " > {log:q} 2>&1"
+        " --shard {wildcards.shard} --shards {wildcards.shards} {params.inputs}"
+        " {params.settings} {params.runtime_options} > {log:q} 2>&1"
 
 
 rule gather_triplets:
@@ -90,8 +59,8 @@ rule gather_triplets:
         mem_mb=4000,
         runtime=15,
     params:
-        shards=config["generate"]["shards"],
+        settings=settings_param(gather_settings),
     shell:
         "python {input.script:q} --triplets {input.triplets:q} --shard-stats {input.stats:q}"
-        " --input {input.split:q} --split {wildcards.split} --shards {params.shards}"
+        " --input {input.split:q} --split {wildcards.split} {params.settings}"
         " --output {output.triplets:q} --stats {output.stats:q} > {log:q} 2>&1"

@@ -16,12 +16,9 @@ rule fetch_base_model:
         mem_mb=2000,
         runtime=30,
     params:
-        name=config["base_model"]["name"],
-        revision=config["base_model"]["revision"],
-        local_path=train_base_model_local_path(),
+        settings=settings_param(fetch_base_model_settings),
     shell:
-        "python {input.script:q} --name {params.name:q} --revision {params.revision:q}"
-        " --local-path={params.local_path:q} --output {output.model:q} > {log:q} 2>&1"
+        "python {input.script:q} --output {output.model:q} {params.settings} > {log:q} 2>&1"
 
 
 rule train_adapter:
@@ -48,47 +45,13 @@ rule train_adapter:
     params:
         # Not an output: checkpoints must outlive a failed or killed job so a rerun resumes.
         checkpoint_dir="results/{domain}/train/checkpoints",
-        base_model_id=config["base_model"]["name"],
-        epochs=config["train"]["epochs"],
-        batch_size=config["train"]["batch_size"],
-        lr=config["train"]["learning_rate"],
-        scale=config["train"]["scale"],
-        warmup_ratio=config["train"]["warmup_ratio"],
-        scheduler=config["train"]["scheduler"],
-        weight_decay=config["train"]["weight_decay"],
-        max_grad_norm=config["train"]["max_grad_norm"],
-        max_examples=config["train"]["max_examples"],
-        max_val_examples=config["train"]["max_val_examples"],
-        max_drop_fraction=config["train"]["max_drop_fraction"],
-        max_seq_length=config["train"]["max_seq_length"],
-        seed=config["train"]["seed"],
-        loss=config["train"]["loss"],
-        mini_batch_size=config["train"]["mini_batch_size"],
-        precision=config["train"]["precision"],
-        eval_steps=config["train"]["eval_steps"],
-        best_metric=config["train"]["best_metric"],
-        lora_r=config["train"]["lora"]["r"],
-        lora_alpha=config["train"]["lora"]["alpha"],
-        lora_dropout=config["train"]["lora"]["dropout"],
-        lora_target_modules=" ".join(config["train"]["lora"]["target_modules"]),
+        settings=settings_param(train_settings),
     shell:
         "HF_HUB_OFFLINE=1 python {input.script:q} --train-data {input.train:q}"
         " --val-data {input.val:q} --base-model {input.base_model:q}"
-        " --base-model-id {params.base_model_id:q} --output {output.adapter:q}"
-        " --history {output.history:q} --checkpoint-dir {params.checkpoint_dir:q}"
-        " --domain {wildcards.domain} --threads {threads}"
-        " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
-        " --scale {params.scale} --warmup-ratio {params.warmup_ratio}"
-        " --scheduler {params.scheduler} --weight-decay {params.weight_decay}"
-        " --max-grad-norm {params.max_grad_norm} --max-examples {params.max_examples}"
-        " --max-val-examples {params.max_val_examples}"
-        " --max-drop-fraction {params.max_drop_fraction}"
-        " --max-seq-length {params.max_seq_length} --seed {params.seed} --loss {params.loss}"
-        " --mini-batch-size {params.mini_batch_size} --precision {params.precision}"
-        " --eval-steps {params.eval_steps} --best-metric {params.best_metric}"
-        " --lora-r {params.lora_r} --lora-alpha {params.lora_alpha}"
-        " --lora-dropout {params.lora_dropout}"
-        " --lora-target-modules {params.lora_target_modules} > {log:q} 2>&1"
+        " --output {output.adapter:q} --history {output.history:q}"
+        " --checkpoint-dir {params.checkpoint_dir:q} --domain {wildcards.domain}"
+        " --threads {threads} {params.settings} > {log:q} 2>&1"
 
 
 rule merge_adapter:
@@ -109,8 +72,8 @@ rule merge_adapter:
         mem_mb=4000,
         runtime=30,
     params:
-        atol=config["train"]["merge_atol"],
+        settings=settings_param(merge_settings),
     shell:
         "HF_HUB_OFFLINE=1 python {input.script:q} --base-model {input.base_model:q}"
-        " --adapter {input.adapter:q} --output {output.merged:q} --atol {params.atol}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --adapter {input.adapter:q} --output {output.merged:q} --threads {threads}"
+        " {params.settings} > {log:q} 2>&1"

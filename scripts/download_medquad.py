@@ -48,8 +48,8 @@ def parse_arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="URL or local path of the archive")
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--content-sha256", default="")
-    parser.add_argument("--max-unpacked-mb", type=float, default=512)
+    parser.add_argument("--content-sha256", required=True, help="pinned digest of the XML content; empty skips the check")
+    parser.add_argument("--max-unpacked-mb", type=float, required=True)
     return parser.parse_args(argv)
 
 

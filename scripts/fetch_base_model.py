@@ -41,8 +41,8 @@ IGNORE_PATTERNS = ["*.bin", "*.onnx", "onnx/*", "openvino/*", "*.h5", "*.msgpack
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True, help="hub id, e.g. sentence-transformers/all-MiniLM-L12-v2")
-    parser.add_argument("--revision", default="main", help="commit hash (or branch) to pin")
-    parser.add_argument("--local-path", default="", help="a local folder, or package:<module>, instead of the hub")
+    parser.add_argument("--revision", required=True, help="commit hash (or branch) to pin")
+    parser.add_argument("--local-path", required=True, help="a local folder, or package:<module>, instead of the hub")
     parser.add_argument("--output", required=True, help="folder to write, e.g. resources/models/<slug>")
     return parser.parse_args(argv)
 

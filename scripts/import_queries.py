@@ -77,7 +77,7 @@ def parse_arguments(argv):
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--rejects", required=True, type=Path)
     parser.add_argument("--stats", required=True, type=Path)
-    parser.add_argument("--max-reject-fraction", type=float, default=0.01)
+    parser.add_argument("--max-reject-fraction", type=float, required=True)
     return parser.parse_args(argv)
 
 

@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--base-model", required=True, help="local sentence-transformers folder of the base")
     parser.add_argument("--adapter", required=True, help="PEFT adapter folder (train_adapter.py output)")
     parser.add_argument("--output", required=True, help="folder for the merged model (e.g. models/medical/merged)")
-    parser.add_argument("--atol", type=float, default=1e-5, help="tolerance of the embedding check")
+    parser.add_argument("--atol", type=float, required=True, help="tolerance of the embedding check")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     return parser.parse_args(argv)
 

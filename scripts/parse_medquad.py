@@ -171,9 +171,9 @@ def parse_arguments(argv):
     parser.add_argument("--output", required=True, type=Path, help="queries JSONL")
     parser.add_argument("--rejects", required=True, type=Path)
     parser.add_argument("--stats", required=True, type=Path)
-    parser.add_argument("--content-sha256", default="", help="pinned digest of the XML content; empty skips the check")
-    parser.add_argument("--max-unpacked-mb", type=float, default=512)
-    parser.add_argument("--max-reject-fraction", type=float, default=0.01)
+    parser.add_argument("--content-sha256", required=True, help="pinned digest of the XML content; empty skips the check")
+    parser.add_argument("--max-unpacked-mb", type=float, required=True)
+    parser.add_argument("--max-reject-fraction", type=float, required=True)
     parser.add_argument("--min-collections", type=int, default=COLLECTION_COUNT)
     return parser.parse_args(argv)
 

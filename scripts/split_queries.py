@@ -104,10 +104,10 @@ def parse_arguments(argv):
     parser.add_argument("--val", required=True, type=Path)
     parser.add_argument("--test", required=True, type=Path)
     parser.add_argument("--stats", required=True, type=Path)
-    parser.add_argument("--train-fraction", type=float, default=0.8)
-    parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--train-fraction", type=float, required=True)
+    parser.add_argument("--val-fraction", type=float, required=True)
+    parser.add_argument("--test-fraction", type=float, required=True)
+    parser.add_argument("--seed", type=int, required=True)
     return parser.parse_args(argv)
 
 

@@ -3,6 +3,7 @@ a copy of the project in a temporary directory for real Snakemake runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,7 +21,39 @@ PROJECT_PARTS = ("workflow", "config", "scripts", "resources/domains", "profiles
 
 sys.path.insert(0, str(SCRIPTS))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SCHEMA = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+MEDICAL_DOMAIN = {"medical": {"queries": "medquad", "spec": "resources/domains/medical.yaml"}}
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def workflow_config(**overrides) -> dict:
+    """The config a workflow run would see: the schema's defaults under `overrides` (nested keys merge),
+    validated like common.smk does (the schema is the one place for defaults)."""
+    from snakemake.utils import validate
+
+    config = _merge({"domains": json.loads(json.dumps(MEDICAL_DOMAIN))}, json.loads(json.dumps(overrides)))
+    validate(config, str(SCHEMA))
+    return config
+
+
+def step_argv(step: str, *args, **overrides) -> list[str]:
+    """A step's settings flags exactly as the workflow passes them (cache_embed.step_settings), from the
+    schema's defaults under `overrides`; `args` are the extra positional arguments of that settings function."""
+    from cache_embed import step_settings
+
+    return step_settings.flag_list(getattr(step_settings, step)(workflow_config(**overrides), *args))
+
+
+STRUCTURE = {"generate": {"backend": "structure"}}
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +114,11 @@ def medquad_splits(tmp_path_factory, medquad_archive) -> Path:
     assert parse_medquad.main([
         "--archive", str(medquad_archive), "--output", str(out / "queries.jsonl"),
         "--rejects", str(out / "queries.rejects.jsonl"), "--stats", str(out / "queries.stats.json"),
+        *step_argv("parse"),
     ]) == 0
     assert split_queries.main([
         "--queries", str(out / "queries.jsonl"), "--train", str(out / "train.jsonl"),
         "--val", str(out / "val.jsonl"), "--test", str(out / "test.jsonl"), "--stats", str(out / "split.stats.json"),
+        *step_argv("split"),
     ]) == 0
     return out

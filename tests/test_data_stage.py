@@ -11,7 +11,7 @@ import pytest
 import download_medquad
 import import_queries
 import parse_medquad
-from conftest import MEDQUAD_COMMIT, run_snakemake
+from conftest import MEDQUAD_COMMIT, run_snakemake, step_argv
 from cache_embed.files import read_jsonl
 
 TOP = f"MedQuAD-{MEDQUAD_COMMIT}"
@@ -41,7 +41,9 @@ def make_zip(path: Path, members: dict[str, bytes]) -> Path:
 def parse_args(tmp_path: Path, archive: Path, *extra: str) -> list[str]:
     return [
         "--archive", str(archive), "--output", str(tmp_path / "q.jsonl"), "--rejects", str(tmp_path / "r.jsonl"),
-        "--stats", str(tmp_path / "s.json"), "--min-collections", "1", *extra,
+        "--stats", str(tmp_path / "s.json"), "--min-collections", "1",
+        # Synthetic archives: the schema's settings, with no pinned content digest.
+        *step_argv("parse", medquad={"content_sha256": ""}), *extra,
     ]
 
 
@@ -188,21 +190,22 @@ def test_wrong_content_digest_is_a_clear_error(tmp_path, capsys):
     assert code == 1 and "does not match the pinned medquad.content_sha256" in message
     # download_medquad checks the same digest on what it fetched and leaves nothing behind.
     output = tmp_path / "resources" / "medquad" / "MedQuAD-x.zip"
-    code = _run_main(download_medquad, ["--source", str(archive), "--output", str(output), "--content-sha256", "0" * 64])
+    code = _run_main(download_medquad, [
+        *step_argv("download", str(archive)), "--output", str(output), "--content-sha256", "0" * 64])
     assert code == 1 and not output.exists() and not list(output.parent.glob("*download*"))
 
 
 def test_download_from_local_source_verifies_real_archive(tmp_path, medquad_archive):
     output = tmp_path / "MedQuAD.zip"
     pinned = "a59511ec3c51ebc84321746251b298fa4b48cbf18938fd2dd0ad85323a0c0269"
-    assert download_medquad.main(["--source", str(medquad_archive), "--output", str(output),
+    assert download_medquad.main([*step_argv("download", str(medquad_archive)), "--output", str(output),
                                   "--content-sha256", pinned]) == 0
     assert output.read_bytes() == medquad_archive.read_bytes()
 
 
 def test_offline_download_says_how_to_seed(tmp_path, capsys):
     output = tmp_path / "MedQuAD.zip"
-    code = _run_main(download_medquad, ["--source", "http://127.0.0.1:9/none.zip", "--output", str(output)])
+    code = _run_main(download_medquad, [*step_argv("download", "http://127.0.0.1:9/none.zip"), "--output", str(output)])
     assert code == 1 and "Seed the archive" in capsys.readouterr().err and not output.exists()
 
 
@@ -231,7 +234,8 @@ def test_import_queries_counts_rejects_and_merges_duplicates(tmp_path, capsys):
     lines += [json.dumps({"query": f"What does error E{i} mean?"}) for i in range(200)]
     source.write_text("\n".join(lines) + "\n")
     args = ["--source", str(source), "--domain", "programming", "--output", str(tmp_path / "q.jsonl"),
-            "--rejects", str(tmp_path / "r.jsonl"), "--stats", str(tmp_path / "s.json")]
+            "--rejects", str(tmp_path / "r.jsonl"), "--stats", str(tmp_path / "s.json"),
+            *step_argv("import_queries", "medical")]
     assert _run_main(import_queries, args) == 1
     assert "3 of 205 lines rejected" in capsys.readouterr().err
     assert import_queries.main(args + ["--max-reject-fraction", "0.05"]) == 0
@@ -242,5 +246,5 @@ def test_import_queries_counts_rejects_and_merges_duplicates(tmp_path, capsys):
     text_file.write_text("# comment\nWhat is a mutex?\n\nWhat is a semaphore?\n")
     assert import_queries.main(["--source", str(text_file), "--domain", "programming", "--output",
                                 str(tmp_path / "t.jsonl"), "--rejects", str(tmp_path / "tr.jsonl"),
-                                "--stats", str(tmp_path / "ts.json")]) == 0
+                                "--stats", str(tmp_path / "ts.json"), *step_argv("import_queries", "medical")]) == 0
     assert [r["query"] for r in read_jsonl(tmp_path / "t.jsonl")] == ["What is a mutex?", "What is a semaphore?"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import generate_triplets
-from conftest import run_snakemake
+from conftest import STRUCTURE, run_snakemake, step_argv
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_json, read_jsonl
 from cache_embed.text import comparison_key
@@ -26,7 +26,7 @@ def generate(splits_dir: Path, out: Path, split: str, *extra: str) -> tuple[Path
     assert generate_triplets.main([
         "--input", str(splits_dir / f"{split}.jsonl"), "--output", str(output),
         "--stats", str(out / f"{split}.stats.json"), "--split", split, "--domain", "medical",
-        "--forms", str(FORMS), *extra,
+        "--forms", str(FORMS), *step_argv("generate", "medical", **STRUCTURE), *extra,
     ]) == 0
     return output, read_json(out / f"{split}.stats.json")
 
@@ -176,7 +176,7 @@ def test_same_seed_same_bytes_other_seed_differs(generated, medquad_splits, tmp_
         assert generate_triplets.main([
             "--input", str(medquad_splits / "val.jsonl"), "--output", str(shards / f"{k}.jsonl"),
             "--stats", str(shards / f"{k}.stats.json"), "--split", "val", "--domain", "medical",
-            "--forms", str(FORMS), "--shard", str(k), "--shards", "3",
+            "--forms", str(FORMS), "--shard", str(k), "--shards", "3", *step_argv("generate", "medical", **STRUCTURE),
         ]) == 0
         lines += (shards / f"{k}.jsonl").read_text().splitlines()
     assert sorted(lines) == sorted(path.read_text().splitlines())
@@ -229,8 +229,7 @@ def test_generate_triplets_openai_backend_against_canned_test_server(tmp_path, m
     from openai_test_server import CannedServer
 
     spec = Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical.yaml"
-    if not spec.exists():
-        pytest.skip("resources/domains/medical.yaml (the LLM helper's spec) is not there yet")
+    openai = {"generate": {"backend": "openai"}}
     markers = ["", "", "", "", "", "[[invalid_json]] ", "[[truncated]] ", ""]
     (tmp_path / "in").mkdir()
     split = tmp_path / "in" / "val.jsonl"
@@ -241,7 +240,8 @@ def test_generate_triplets_openai_backend_against_canned_test_server(tmp_path, m
     ))
     monkeypatch.setenv("CANNED_KEY", "x")
     with CannedServer(delay_s=0.0) as server:
-        args = ["--backend", "openai", "--spec", str(spec), "--model", "canned", "--base-url", server.base_url,
+        args = [*step_argv("generate", "medical", **openai), *step_argv("generate_runtime_options", "medical", 0, **openai),
+                "--backend", "openai", "--spec", str(spec), "--model", "canned", "--base-url", server.base_url,
                 "--api-key-env", "CANNED_KEY", "--max-retries", "0", "--batch-size", "4", "--openai-retries", "0"]
         path, stats = generate(tmp_path / "in", tmp_path, "val", *args)
         with pytest.raises(PipelineError, match="min-yield"):

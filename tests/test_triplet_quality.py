@@ -13,6 +13,7 @@ import gather_triplets
 import generate_triplets
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_json
+from conftest import STRUCTURE, step_argv
 from cache_embed.triplet_quality import Candidate, build_triplets, near_copy
 
 FORMS = Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical_forms.yaml"
@@ -113,6 +114,7 @@ def make_shard(out, split, shard, shards, seed=42):
     assert generate_triplets.main([
         "--input", str(split), "--output", str(out / f"{shard}-of-{shards}.jsonl"),
         "--stats", str(out / f"{shard}-of-{shards}.stats.json"), "--split", "val", "--domain", "medical",
+        *step_argv("generate", "medical", **STRUCTURE),
         "--shard", str(shard), "--shards", str(shards), "--max-queries", "400", "--seed", str(seed),
         "--forms", str(FORMS),
     ]) == 0

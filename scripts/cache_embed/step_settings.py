@@ -169,3 +169,19 @@ def train(config: dict) -> dict:
 
 def merge(config: dict) -> dict:
     return {"atol": config["train"]["merge_atol"]}
+
+
+def evaluate(config: dict, external: dict[str, str]) -> dict:
+    """Every evaluate.* setting; `external` maps each labelled pair file's name to its path as the
+    workflow resolves it (the files themselves are the rule's inputs)."""
+    settings_of = config["evaluate"]
+    return {
+        "thresholds": settings_of["thresholds"],
+        "target-precisions": settings_of["target_precisions"],
+        "deploy-precision": settings_of["deploy_precision"],
+        "bootstrap": settings_of["bootstrap"],
+        "seed": settings_of["seed"],
+        "batch-size": settings_of["batch_size"],
+        "max-calibration-triplets": settings_of["max_calibration_triplets"],
+        "external": [f"{name}={path}" for name, path in sorted(external.items())],
+    }

@@ -17,9 +17,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import generate_triplets  # noqa: E402
 from cache_embed.files import read_json, read_jsonl, write_jsonl  # noqa: E402
+from conftest import STRUCTURE, step_argv  # noqa: E402
 
 
 def main() -> int:
@@ -39,6 +41,7 @@ def main() -> int:
             assert generate_triplets.main([
                 "--input", args.input, "--output", str(out / "t.jsonl"), "--stats", str(out / "s.json"),
                 "--split", args.split, "--domain", "medical", "--forms", args.forms,
+                *step_argv("generate", "medical", **STRUCTURE),
             ]) == 0
             best_gen = min(best_gen, time.perf_counter() - start)
             stats = read_json(out / "s.json")

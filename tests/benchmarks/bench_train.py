@@ -28,10 +28,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import merge_adapter  # noqa: E402
 import train_adapter  # noqa: E402
 from cache_embed.files import read_json, read_jsonl, write_jsonl  # noqa: E402
+from conftest import step_argv  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "medquad" / "MedQuAD-577bd37b96c02d1833b2c9eed2de9f96964e96cb.zip"
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -42,10 +44,10 @@ def build_triplets(workdir: Path) -> Path:
     import split_queries
 
     parse_medquad.main(["--archive", str(ARCHIVE), "--output", str(workdir / "q.jsonl"),
-                        "--rejects", str(workdir / "r.jsonl"), "--stats", str(workdir / "s.json")])
+                        "--rejects", str(workdir / "r.jsonl"), "--stats", str(workdir / "s.json"), *step_argv("parse")])
     split_queries.main(["--queries", str(workdir / "q.jsonl"), "--train", str(workdir / "train.jsonl"),
                         "--val", str(workdir / "val.jsonl"), "--test", str(workdir / "test.jsonl"),
-                        "--stats", str(workdir / "split.json")])
+                        "--stats", str(workdir / "split.json"), *step_argv("split")])
     records = list(read_jsonl(workdir / "train.jsonl"))
     by_focus = defaultdict(list)
     for record in records:
@@ -70,7 +72,8 @@ def old_loop_pairs_per_second(base: str, rows: list[dict], batch_size: int = 32,
 
     torch.manual_seed(0)
     model = SentenceTransformer(base, device="cpu")
-    args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", base, "--output", "z"])
+    args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", base, "--output", "z",
+                                     *step_argv("train")])
     model.add_adapter(train_adapter.lora_config(args))
     model.train()
     tokenizer = model.tokenizer
@@ -95,7 +98,7 @@ def old_loop_pairs_per_second(base: str, rows: list[dict], batch_size: int = 32,
 
 def trainer_examples_per_second(base: str, triplets: Path, examples: int, workdir: Path, threads: int) -> dict:
     output = workdir / "adapter"
-    argv = ["--train-data", str(triplets), "--val-data", str(triplets), "--base-model", base,
+    argv = [*step_argv("train"), "--train-data", str(triplets), "--val-data", str(triplets), "--base-model", base,
             "--base-model-id", HUB_ID, "--output", str(output), "--checkpoint-dir", str(workdir / "ckpt"),
             "--max-examples", str(examples), "--max-val-examples", "32", "--eval-steps", "100000",
             "--batch-size", "32", "--threads", str(threads)]
@@ -146,7 +149,7 @@ def main() -> int:
 
         merged_dir = workdir / "merged"
         assert merge_adapter.main(["--base-model", base, "--adapter", info["adapter_dir"],
-                                   "--output", str(merged_dir)]) == 0
+                                   "--output", str(merged_dir), *step_argv("merge")]) == 0
         sentences = [row["anchor"] for row in read_jsonl(triplets)][: args.encode_sentences]
         base_model = SentenceTransformer(base, device="cpu")
         merged = SentenceTransformer(str(merged_dir), device="cpu")

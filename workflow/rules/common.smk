@@ -1,3 +1,4 @@
+import ast
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ SCRIPTS = PROJECT_ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 from cache_embed import step_settings
 from cache_embed.names import SPLITS, model_slug
+
 MEDQUAD_DOMAINS = sorted(
     name for name, spec in config["domains"].items() if spec["queries"] == "medquad"
 )
@@ -173,24 +175,43 @@ def shard_stats(wildcards):
 EVAL_PLOTS = ["similarity_histograms", "precision_recall", "threshold_sweep"]
 
 
-def evaluation_external_files():
-    return [
-        project_path(path) for _, path in sorted(config["evaluate"]["external"].items())
-    ]
-
-
-def evaluation_external_flags():
-    return " ".join(
-        shlex.quote(f"{name}={project_path(path)}")
+def evaluation_external():
+    """name -> path of each labelled pair file (evaluate.external), paths as the workflow resolves them."""
+    return {
+        name: project_path(path)
         for name, path in sorted(config["evaluate"]["external"].items())
-    )
+    }
 
 
-def evaluation_effective_config(wildcards):
-    """The whole validated config (defaults filled) as JSON: a change reruns the report.
-    A function, so that braces in values (e.g. medquad.url) are not taken for wildcards.
+def evaluation_external_files():
+    return list(evaluation_external().values())
+
+
+def evaluate_settings(wildcards):
+    return step_settings.evaluate(config, evaluation_external())
+
+
+def report_settings(wildcards):
+    """The settings of every step behind this domain's report, which shows them: changing one of
+    them reruns the report too; a setting no step of this domain uses reruns nothing. One JSON
+    string, passed as a function so that braces in values are not taken for wildcards.
     """
-    return json.dumps(config, sort_keys=True)
+    domain = wildcards.domain
+    data = (
+        {"parse_medquad": parse_settings(wildcards)}
+        if domain in MEDQUAD_DOMAINS
+        else {"import_queries": import_settings(wildcards)}
+    )
+    steps = {
+        **data,
+        "split_queries": split_settings(wildcards),
+        "generate_triplets": generate_settings(wildcards),
+        "gather_triplets": gather_settings(wildcards),
+        "fetch_base_model": fetch_base_model_settings(wildcards),
+        "train_adapter": train_settings(wildcards),
+        "evaluate_adapter": evaluate_settings(wildcards),
+    }
+    return json.dumps(steps, sort_keys=True)
 
 
 def evaluation_plots_dir(wildcards, output):
@@ -234,6 +255,34 @@ def step_script(name):
     the project even when outputs live in remote storage.
     """
     return local(os.path.relpath(SCRIPTS / name))
+
+
+def step_library(name):
+    """The library modules (scripts/cache_embed/*.py) a step script imports, directly or through
+    each other: inputs of its rule too, so that editing one reruns every step that uses it.
+    """
+    found, pending = set(), [SCRIPTS / name]
+    while pending:
+        for node in ast.walk(ast.parse(pending.pop().read_text(encoding="utf-8"))):
+            modules = []
+            if isinstance(node, ast.ImportFrom) and node.module == "cache_embed":
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "cache_embed."
+            ):
+                modules = [node.module.split(".")[1]]
+            elif isinstance(node, ast.Import):
+                modules = [
+                    alias.name.split(".")[1]
+                    for alias in node.names
+                    if alias.name.startswith("cache_embed.")
+                ]
+            for module in modules:
+                path = SCRIPTS / "cache_embed" / f"{module}.py"
+                if path.exists() and path not in found:
+                    found.add(path)
+                    pending.append(path)
+    return [local(os.path.relpath(path)) for path in sorted(found)]
 
 
 # ---- train -------------------------------------------------------------------------------------

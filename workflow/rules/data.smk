@@ -1,6 +1,7 @@
 rule download_medquad:
     input:
         script=step_script("download_medquad.py"),
+        library=step_library("download_medquad.py"),
     output:
         archive=protected("resources/medquad/MedQuAD-{commit}.zip"),
     log:
@@ -22,6 +23,7 @@ rule download_medquad:
 rule parse_medquad:
     input:
         script=step_script("parse_medquad.py"),
+        library=step_library("parse_medquad.py"),
         archive=medquad_archive_path(),
     output:
         queries="results/{domain}/queries.jsonl",
@@ -49,6 +51,7 @@ rule parse_medquad:
 rule import_queries:
     input:
         script=step_script("import_queries.py"),
+        library=step_library("import_queries.py"),
         source=domain_queries_file,
     output:
         queries="results/{domain}/queries.jsonl",
@@ -77,6 +80,7 @@ rule import_queries:
 rule split_queries:
     input:
         script=step_script("split_queries.py"),
+        library=step_library("split_queries.py"),
         queries="results/{domain}/queries.jsonl",
     output:
         train="results/{domain}/splits/train.jsonl",

@@ -1,6 +1,7 @@
 rule evaluate_adapter:
     input:
         script=step_script("evaluate_adapter.py"),
+        library=step_library("evaluate_adapter.py"),
         triplets="results/{domain}/triplets/test.jsonl",
         calibration_triplets="results/{domain}/triplets/val.jsonl",
         adapter="models/{domain}/adapter",
@@ -24,32 +25,19 @@ rule evaluate_adapter:
         runtime=60,
     params:
         plots_dir=evaluation_plots_dir,
-        thresholds=" ".join(str(t) for t in config["evaluate"]["thresholds"]),
-        target_precisions=" ".join(
-            str(p) for p in config["evaluate"]["target_precisions"]
-        ),
-        deploy_precision=config["evaluate"]["deploy_precision"],
-        bootstrap=config["evaluate"]["bootstrap"],
-        seed=config["evaluate"]["seed"],
-        batch_size=config["evaluate"]["batch_size"],
-        max_calibration_triplets=config["evaluate"]["max_calibration_triplets"],
-        external=evaluation_external_flags(),
+        settings=settings_param(evaluate_settings),
     shell:
         "HF_HUB_OFFLINE=1 python {input.script:q} --triplets {input.triplets:q}"
         " --base-model {input.base_model:q} --adapter {input.adapter:q}"
-        " --output-json {output.metrics:q} --output-md {output.markdown:q}"
-        " --plots-dir {params.plots_dir:q} --thresholds {params.thresholds}"
-        " --target-precisions {params.target_precisions}"
-        " --deploy-precision {params.deploy_precision} --bootstrap {params.bootstrap}"
-        " --seed {params.seed} --batch-size {params.batch_size}"
         " --calibration-triplets {input.calibration_triplets:q}"
-        " --max-calibration-triplets {params.max_calibration_triplets}"
-        " --external {params.external} > {log:q} 2>&1"
+        " --output-json {output.metrics:q} --output-md {output.markdown:q}"
+        " --plots-dir {params.plots_dir:q} {params.settings} > {log:q} 2>&1"
 
 
 rule report:
     input:
         script=step_script("make_report.py"),
+        library=step_library("make_report.py"),
         metrics="results/{domain}/eval/metrics.json",
         plots=expand("results/{{domain}}/eval/plots/{name}.png", name=EVAL_PLOTS),
         queries_stats="results/{domain}/queries.stats.json",
@@ -77,12 +65,12 @@ rule report:
         mem_mb=1000,
         runtime=10,
     params:
-        effective_config=evaluation_effective_config,
+        step_settings=report_settings,
     shell:
         "python {input.script:q} --domain {wildcards.domain} --metrics {input.metrics:q}"
         " --plots {input.plots:q} --queries-stats {input.queries_stats:q}"
         " --split-stats {input.split_stats:q} --triplet-stats {input.triplet_stats:q}"
         " --history {input.history:q} --training-info {input.adapter:q}/training_info.json"
-        " --effective-config-json {params.effective_config:q}"
+        " --effective-config-json {params.step_settings:q}"
         " --write-effective-config {output.effective_config:q} --output {output.html:q}"
         " > {log:q} 2>&1"

@@ -6,6 +6,7 @@ rule generate_triplets:
     input:
         unpack(generate_inputs),
         script=step_script("generate_triplets.py"),
+        library=step_library("generate_triplets.py"),
     output:
         triplets="results/{domain}/triplets/shards/{split}/{shard}-of-{shards}.jsonl",
         stats="results/{domain}/triplets/shards/{split}/{shard}-of-{shards}.stats.json",
@@ -40,6 +41,7 @@ rule generate_triplets:
 rule gather_triplets:
     input:
         script=step_script("gather_triplets.py"),
+        library=step_library("gather_triplets.py"),
         split="results/{domain}/splits/{split}.jsonl",
         triplets=shard_triplets,
         stats=shard_stats,

@@ -5,6 +5,7 @@
 rule publish_adapter:
     input:
         script=step_script("publish_adapter.py"),
+        library=step_library("publish_adapter.py"),
         adapter="models/{domain}/adapter",
     output:
         receipt="results/{domain}/publish/receipt.json",

@@ -1,6 +1,7 @@
 rule fetch_base_model:
     input:
         script=step_script("fetch_base_model.py"),
+        library=step_library("fetch_base_model.py"),
     output:
         model=directory("resources/models/{model}"),
     log:
@@ -24,6 +25,7 @@ rule fetch_base_model:
 rule train_adapter:
     input:
         script=step_script("train_adapter.py"),
+        library=step_library("train_adapter.py"),
         train="results/{domain}/triplets/train.jsonl",
         val="results/{domain}/triplets/val.jsonl",
         base_model=base_model_dir(),
@@ -57,6 +59,7 @@ rule train_adapter:
 rule merge_adapter:
     input:
         script=step_script("merge_adapter.py"),
+        library=step_library("merge_adapter.py"),
         adapter="models/{domain}/adapter",
         base_model=base_model_dir(),
     output:

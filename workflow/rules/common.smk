@@ -63,6 +63,7 @@ def all_targets():
             f"models/{domain}/merged",
             f"results/{domain}/eval/metrics.json",
             f"results/{domain}/report.html",
+            f"results/{domain}/model_card.md",
         ]
     return targets
 
@@ -139,7 +140,53 @@ def shard_stats(wildcards):
 
 # ---- evaluate ----------------------------------------------------------------------------------
 
-EVAL_PLOTS = ["similarity_histograms", "precision_recall", "threshold_sweep"]
+EVAL_PLOTS = [
+    "similarity_histograms",
+    "precision_recall",
+    "threshold_sweep",
+    "cache_operations",
+]
+
+
+def cli_flags(settings):
+    """{"flag-name": value} as "--flag-name value", sorted by flag; lists as several words, all
+    shell-quoted. One canonical string, so any change of any setting changes what Snakemake records.
+    """
+    words = []
+    for flag in sorted(settings):
+        value = settings[flag]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        words.append(f"--{flag}")
+        words += [shlex.quote(str(item)) for item in values]
+    return " ".join(words)
+
+
+def equivalence_mode(domain):
+    """How evaluation decides that two queries are the same question (cache_embed.equivalence)."""
+    return "medquad" if config["domains"][domain]["queries"] == "medquad" else "text"
+
+
+def val_halves_settings(wildcards):
+    return {
+        "calibrate-fraction": config["evaluate"]["calibrate_fraction"],
+        "seed": config["split"]["seed"],
+    }
+
+
+def evaluation_settings(wildcards):
+    evaluate = config["evaluate"]
+    return {
+        "thresholds": evaluate["thresholds"],
+        "target-precisions": evaluate["target_precisions"],
+        "deploy-precision": evaluate["deploy_precision"],
+        "max-wrong-share": evaluate["max_wrong_share"],
+        "repeat-share": evaluate["cache"]["repeat_share"],
+        "equivalence": equivalence_mode(wildcards.domain),
+        "bootstrap": evaluate["bootstrap"],
+        "seed": evaluate["seed"],
+        "batch-size": evaluate["batch_size"],
+        "max-calibration-triplets": evaluate["max_calibration_triplets"],
+    }
 
 
 def evaluation_external_files():

@@ -28,8 +28,10 @@ rule train_adapter:
     input:
         script=step_script("train_adapter.py"),
         train="results/{domain}/triplets/train.jsonl",
-        val="results/{domain}/triplets/val.jsonl",
+        # Checkpoints are selected on one half of val; the deploy threshold is calibrated on the other.
+        val="results/{domain}/triplets/val_select.jsonl",
         base_model=base_model_dir(),
+        spec=generate_spec,
     output:
         adapter=directory("models/{domain}/adapter"),
         history="results/{domain}/train/history.json",
@@ -76,7 +78,7 @@ rule train_adapter:
         " --val-data {input.val:q} --base-model {input.base_model:q}"
         " --base-model-id {params.base_model_id:q} --output {output.adapter:q}"
         " --history {output.history:q} --checkpoint-dir {params.checkpoint_dir:q}"
-        " --domain {wildcards.domain} --threads {threads}"
+        " --domain {wildcards.domain} --domain-spec {input.spec:q} --threads {threads}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
         " --scale {params.scale} --warmup-ratio {params.warmup_ratio}"
         " --scheduler {params.scheduler} --weight-decay {params.weight_decay}"

@@ -183,7 +183,8 @@ def main(argv=None) -> int:
     metrics["models"].update({
         "base": shareable_path(args.base_model),
         "adapter": shareable_path(args.adapter),
-        "adapter_base_model": json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path"),
+        "adapter_base_model": shareable_path(
+            json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")),
     })
     metrics["settings"] = {
         "thresholds": thresholds, "target_precisions": targets, "deploy_precision": args.deploy_precision,

@@ -124,7 +124,8 @@ rule report:
     shell:
         "python {input.script:q} --domain {wildcards.domain} --metrics {input.metrics:q}"
         " --plots {input.plots:q} --queries-stats {input.queries_stats:q}"
-        " --split-stats {input.split_stats:q} --triplet-stats {input.triplet_stats:q}"
+        " --split-stats {input.split_stats:q} --val-halves {input.val_halves:q}"
+        " --triplet-stats {input.triplet_stats:q}"
         " --history {input.history:q} --training-info {input.adapter:q}/training_info.json"
         " --effective-config-json {params.effective_config:q}"
         " --write-effective-config {output.effective_config:q} --output {output.html:q}"

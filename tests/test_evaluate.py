@@ -617,3 +617,41 @@ def test_cli_rejects_bad_calibration_file_before_loading_models(tmp_path, capsys
     ])
     assert rc == 1
     assert f"{val}: triplet 1 (id v1) has no text in 'positive'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ validation halves (select / calibrate)
+
+
+def test_val_halves_are_seeded_and_focus_disjoint_on_real_val(medquad_splits, tmp_path):
+    import split_val_triplets
+
+    records = sorted(read_jsonl(medquad_splits / "val.jsonl"), key=lambda record: record["id"])
+    triplets = build_triplets(records, 1500, seed=3)
+    path = tmp_path / "val.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in triplets), encoding="utf-8")
+    argv = ["--triplets", str(path), "--queries", str(medquad_splits / "val.jsonl"), "--select", str(tmp_path / "s.jsonl"),
+            "--calibrate", str(tmp_path / "c.jsonl"), "--stats", str(tmp_path / "h.json"),
+            "--calibrate-fraction", "0.5", "--seed", "13"]
+    assert split_val_triplets.main(argv) == 0
+    select, calibrate = list(read_jsonl(tmp_path / "s.jsonl")), list(read_jsonl(tmp_path / "c.jsonl"))
+    assert len(select) + len(calibrate) == len(triplets) and 0.35 < len(calibrate) / len(triplets) < 0.65
+    # Disjoint by the records' CUIs, foci and synonyms, checked here without the grouping code.
+    by_id = {record["id"]: record for record in records}
+
+    def strings(rows):
+        found = set()
+        for t in rows:
+            record = by_id[t["query_id"]]
+            found |= {f"cui {c}" for c in record.get("cuis") or []}
+            found |= {(o.get("focus") or "").casefold() for o in record.get("occurrences") or []}
+        return found - {""}
+
+    assert not strings(select) & strings(calibrate)
+    first = (tmp_path / "c.jsonl").read_bytes()
+    assert split_val_triplets.main(argv) == 0 and (tmp_path / "c.jsonl").read_bytes() == first
+    stats = json.loads((tmp_path / "h.json").read_text())
+    assert stats["select"]["triplets"] == len(select) and stats["shared_focus_texts"] == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**triplets[0], "query_id": "mq-missing"}) + "\n", encoding="utf-8")
+    with pytest.raises(PipelineError, match="not in the val split"):
+        split_val_triplets.main(argv[:1] + [str(bad)] + argv[2:])

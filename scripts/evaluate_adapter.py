@@ -59,15 +59,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from cache_embed.eval_data import (  # noqa: F401 - re-exported for callers of this step
-    calibration_subset, check_triplets_match_records, load_external_pairs, load_query_records, load_triplets,
+from cache_embed.equivalence import MODES
+from cache_embed.eval_data import (
+    calibration_subset,
+    check_triplets_match_records,
+    load_external_pairs,
+    load_query_records,
+    load_triplets,
     parse_external,
 )
 from cache_embed.eval_markdown import render_markdown
 from cache_embed.eval_metrics import compute_metrics, versions
 from cache_embed.eval_plots import make_plots
-from cache_embed.equivalence import MODES
 from cache_embed.numbers import fmt, pct
 from cache_embed.paths import shareable_path
 from shared import PipelineError, atomic_output, run_main, setup_logging, write_json
@@ -89,7 +92,7 @@ def encode_all(texts: list[str], base_model: str, adapter: str, batch_size: int)
         raise PipelineError(f"{adapter_path}: not a PEFT adapter folder (no adapter_config.json)")
     LOG.info("loading base model %s", base_path)
     model = SentenceTransformer(str(base_path))
-    kwargs = dict(batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=True)
+    kwargs = {"batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": True}
     LOG.info("encoding %d distinct texts with the base model", len(texts))
     base = model.encode(texts, **kwargs)
     LOG.info("loading adapter %s", adapter_path)
@@ -111,22 +114,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 0.85, 0.9])
     parser.add_argument("--target-precisions", type=float, nargs="+", default=[0.95, 0.99])
     parser.add_argument("--deploy-precision", type=float, default=0.95, help="for the secondary pair-based threshold")
-    parser.add_argument("--max-wrong-share", type=float, default=0.05,
-                        help="error budget: the deploy threshold's 95%% upper bound on the wrong share")
+    parser.add_argument(
+        "--max-wrong-share",
+        type=float,
+        default=0.05,
+        help="error budget: the deploy threshold's 95%% upper bound on the wrong share",
+    )
     parser.add_argument("--repeat-share", type=float, default=0.5, help="share of repeats in the traffic mix")
     parser.add_argument("--equivalence", choices=MODES, default="medquad", help="definition of the same question")
     parser.add_argument("--bootstrap", type=int, default=1000, help="paired resamples over focus groups; 0 skips")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--external", nargs="*", default=[], metavar="NAME=PATH",
-                        help="labelled pair files (CSV or JSONL: question_1, question_2, label)")
-    parser.add_argument("--calibration-triplets", default=None, metavar="PATH",
-                        help="triplets JSONL (the val calibration half) on which each model's deploy threshold is"
-                             " chosen; without it the threshold is chosen on the test triplets (optimistic)")
-    parser.add_argument("--calibration-queries", default=None, metavar="PATH",
-                        help="the val split's query records (equivalence and groups of the calibration triplets)")
-    parser.add_argument("--max-calibration-triplets", type=int, default=3000, metavar="N",
-                        help="seeded subset of the calibration triplets, whole anchors (0: all)")
+    parser.add_argument(
+        "--external",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="labelled pair files (CSV or JSONL: question_1, question_2, label)",
+    )
+    parser.add_argument(
+        "--calibration-triplets",
+        default=None,
+        metavar="PATH",
+        help="triplets JSONL (the val calibration half) on which each model's deploy threshold is"
+        " chosen; without it the threshold is chosen on the test triplets (optimistic)",
+    )
+    parser.add_argument(
+        "--calibration-queries",
+        default=None,
+        metavar="PATH",
+        help="the val split's query records (equivalence and groups of the calibration triplets)",
+    )
+    parser.add_argument(
+        "--max-calibration-triplets",
+        type=int,
+        default=3000,
+        metavar="N",
+        help="seeded subset of the calibration triplets, whole anchors (0: all)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     for value in args.target_precisions + [args.deploy_precision]:
@@ -150,8 +175,10 @@ def main(argv=None) -> int:
         check_triplets_match_records(triplets, test_records, args.triplets)
     else:
         LOG.warning("no --queries: cache hits are judged by identity only, intervals resample anchors")
-    external = {name: {"file": shareable_path(path), "pairs": load_external_pairs(path)}
-                for name, path in parse_external(args.external).items()}
+    external = {
+        name: {"file": shareable_path(path), "pairs": load_external_pairs(path)}
+        for name, path in parse_external(args.external).items()
+    }
     calibration, available, calibration_records = None, None, None
     if args.calibration_triplets:
         every = load_triplets(args.calibration_triplets)
@@ -160,36 +187,62 @@ def main(argv=None) -> int:
         calibration_records = load_query_records(args.calibration_queries)
         if calibration_records is not None:
             check_triplets_match_records(calibration, calibration_records, args.calibration_triplets)
-        LOG.info("choosing thresholds on %d of %d calibration triplets from %s", len(calibration), available,
-                 args.calibration_triplets)
+        LOG.info(
+            "choosing thresholds on %d of %d calibration triplets from %s",
+            len(calibration),
+            available,
+            args.calibration_triplets,
+        )
     else:
         LOG.warning("no --calibration-triplets: the threshold is chosen on the test triplets (optimistic)")
-    texts = sorted({text for t in triplets + (calibration or []) for text in (t["anchor"], t["positive"], t["negative"])}
-                   | {text for spec in external.values() for a, b, _ in spec["pairs"] for text in (a, b)})
+    texts = sorted(
+        {text for t in triplets + (calibration or []) for text in (t["anchor"], t["positive"], t["negative"])}
+        | {text for spec in external.values() for a, b, _ in spec["pairs"] for text in (a, b)}
+    )
     base, tuned = encode_all(texts, args.base_model, args.adapter, args.batch_size)
     if not np.any(np.abs(base - tuned) > 1e-6):
         LOG.warning("the adapter does not change any embedding: is it untrained or not applied?")
     thresholds = sorted(set(args.thresholds))
     targets = sorted(set(args.target_precisions))
     metrics, curves = compute_metrics(
-        triplets, texts, {"base": base, "adapter": tuned}, external, thresholds, targets,
-        args.deploy_precision, args.bootstrap, args.seed,
+        triplets,
+        texts,
+        {"base": base, "adapter": tuned},
+        external,
+        thresholds,
+        targets,
+        args.deploy_precision,
+        args.bootstrap,
+        args.seed,
         progress=lambda it: tqdm(it, desc="bootstrap", file=sys.stderr, mininterval=2),
-        calibration=calibration, calibration_available=available, test_records=test_records,
-        calibration_records=calibration_records, equivalence_mode=args.equivalence,
-        repeat_share=args.repeat_share, max_wrong_share=args.max_wrong_share,
+        calibration=calibration,
+        calibration_available=available,
+        test_records=test_records,
+        calibration_records=calibration_records,
+        equivalence_mode=args.equivalence,
+        repeat_share=args.repeat_share,
+        max_wrong_share=args.max_wrong_share,
     )
     adapter_config = Path(args.adapter) / "adapter_config.json"
-    metrics["models"].update({
-        "base": shareable_path(args.base_model),
-        "adapter": shareable_path(args.adapter),
-        "adapter_base_model": shareable_path(
-            json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")),
-    })
+    metrics["models"].update(
+        {
+            "base": shareable_path(args.base_model),
+            "adapter": shareable_path(args.adapter),
+            "adapter_base_model": shareable_path(
+                json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+            ),
+        }
+    )
     metrics["settings"] = {
-        "thresholds": thresholds, "target_precisions": targets, "deploy_precision": args.deploy_precision,
-        "max_wrong_share": args.max_wrong_share, "repeat_share": args.repeat_share, "equivalence": args.equivalence,
-        "bootstrap": args.bootstrap, "seed": args.seed, "batch_size": args.batch_size,
+        "thresholds": thresholds,
+        "target_precisions": targets,
+        "deploy_precision": args.deploy_precision,
+        "max_wrong_share": args.max_wrong_share,
+        "repeat_share": args.repeat_share,
+        "equivalence": args.equivalence,
+        "bootstrap": args.bootstrap,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
         "calibration_triplets": shareable_path(args.calibration_triplets),
         "max_calibration_triplets": args.max_calibration_triplets,
     }
@@ -202,10 +255,16 @@ def main(argv=None) -> int:
     for name in ("adapter", "base"):
         entry = rec.get(name)
         if entry:
-            LOG.info("%s: deploy threshold %s (bound met on val: %s); test wrong share %s, repeat hit rate %s,"
-                     " bound held: %s", name, fmt(entry["threshold"], 4), entry["bound_met_on_val"],
-                     pct(entry["test"]["wrong_share"]), pct(entry["test"]["repeat_hit_rate"]),
-                     entry["test"]["bound_held"])
+            LOG.info(
+                "%s: deploy threshold %s (bound met on val: %s); test wrong share %s, repeat hit rate %s,"
+                " bound held: %s",
+                name,
+                fmt(entry["threshold"], 4),
+                entry["bound_met_on_val"],
+                pct(entry["test"]["wrong_share"]),
+                pct(entry["test"]["repeat_hit_rate"]),
+                entry["test"]["bound_held"],
+            )
     LOG.info("verdict: %s", rec["verdict"])
     return 0
 

@@ -51,11 +51,20 @@ def split_halves(triplets: list[dict], records: list[dict], calibrate_fraction: 
         raise PipelineError("one validation half is empty; lower or raise --calibrate-fraction")
     entities = {name: {comparison_key(t.get("focus") or "") for t in rows} for name, rows in out.items()}
     stats = {
-        "seed": seed, "calibrate_fraction": calibrate_fraction, "triplets": total, "groups": len(sizes),
-        "select": {"triplets": len(out["select"]), "groups": sum(1 for v in half.values() if v == "select"),
-                   "anchors": len({t["query_id"] for t in out["select"]})},
-        "calibrate": {"triplets": len(out["calibrate"]), "groups": sum(1 for v in half.values() if v == "calibrate"),
-                      "anchors": len({t["query_id"] for t in out["calibrate"]})},
+        "seed": seed,
+        "calibrate_fraction": calibrate_fraction,
+        "triplets": total,
+        "groups": len(sizes),
+        "select": {
+            "triplets": len(out["select"]),
+            "groups": sum(1 for v in half.values() if v == "select"),
+            "anchors": len({t["query_id"] for t in out["select"]}),
+        },
+        "calibrate": {
+            "triplets": len(out["calibrate"]),
+            "groups": sum(1 for v in half.values() if v == "calibrate"),
+            "anchors": len({t["query_id"] for t in out["calibrate"]}),
+        },
         "shared_focus_texts": len((entities["select"] & entities["calibrate"]) - {""}),
     }
     return out["select"], out["calibrate"], stats
@@ -85,7 +94,9 @@ def main(argv=None) -> int:
     records = list(read_jsonl(args.queries))
     select, calibrate, stats = split_halves(triplets, records, args.calibrate_fraction, args.seed)
     if stats["shared_focus_texts"]:
-        raise PipelineError(f"the halves share {stats['shared_focus_texts']} focus texts; this is a bug, please report it")
+        raise PipelineError(
+            f"the halves share {stats['shared_focus_texts']} focus texts; this is a bug, please report it"
+        )
     write_jsonl(args.select, select)
     write_jsonl(args.calibrate, calibrate)
     write_json(args.stats, stats)

@@ -32,12 +32,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import beta
-
-from cache_embed.equivalence import EquivalenceIndex
 from shared import comparison_key
 
-__all__ = ["CachePlan", "Lookups", "build_plan", "simulate", "Sweep", "choose_threshold", "cache_block",
-           "operating_point", "bootstrap_operating_points"]
+from cache_embed.equivalence import EquivalenceIndex
+
+__all__ = [
+    "CachePlan",
+    "Lookups",
+    "Sweep",
+    "bootstrap_operating_points",
+    "build_plan",
+    "cache_block",
+    "choose_threshold",
+    "operating_point",
+    "simulate",
+]
 
 
 @dataclass
@@ -47,8 +56,8 @@ class CachePlan:
     entry_text: list[str]
     entry_record: list[str | None]
     repeat_text: list[str]
-    repeat_own: np.ndarray           # the entry of the question's own anchor
-    repeat_accept: list[frozenset]   # entries whose answer is correct for the question
+    repeat_own: np.ndarray  # the entry of the question's own anchor
+    repeat_accept: list[frozenset]  # entries whose answer is correct for the question
     repeat_group: list
     novel_text: list[str]
     novel_excluded: list[np.ndarray]  # entries a novel question is not looked up against
@@ -139,8 +148,18 @@ def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None) -> C
         "novel_lookups_with_equivalents_left_out": int(novels_with_equivalents),
         "entries_left_out": int(left_out_total),
     }
-    return CachePlan(entry_text, entry_record, repeat_text, np.array(repeat_own, dtype=np.int64), repeat_accept,
-                     repeat_group, novel_text, novel_excluded, novel_group, counts)
+    return CachePlan(
+        entry_text,
+        entry_record,
+        repeat_text,
+        np.array(repeat_own, dtype=np.int64),
+        repeat_accept,
+        repeat_group,
+        novel_text,
+        novel_excluded,
+        novel_group,
+        counts,
+    )
 
 
 def simulate(plan: CachePlan, embed, chunk: int = 2048) -> Lookups:
@@ -152,18 +171,18 @@ def simulate(plan: CachePlan, embed, chunk: int = 2048) -> Lookups:
         best_index = np.zeros(len(texts), dtype=np.int64)
         best_score = np.full(len(texts), -np.inf)
         for start in range(0, len(texts), chunk):
-            similarity = (queries[start:start + chunk] @ entries.T).astype(np.float64)
+            similarity = (queries[start : start + chunk] @ entries.T).astype(np.float64)
             if excluded is not None:
-                for offset, columns in enumerate(excluded[start:start + chunk]):
+                for offset, columns in enumerate(excluded[start : start + chunk]):
                     if columns.size:
                         similarity[offset, columns] = -np.inf
             if similarity.shape[1]:
-                best_index[start:start + chunk] = similarity.argmax(axis=1)
-                best_score[start:start + chunk] = similarity.max(axis=1)
+                best_index[start : start + chunk] = similarity.argmax(axis=1)
+                best_score[start : start + chunk] = similarity.max(axis=1)
         return best_index, np.clip(best_score, -1.0, 1.0)
 
     repeat_index, repeat_score = nearest(plan.repeat_text)
-    novel_index, novel_score = nearest(plan.novel_text, plan.novel_excluded)
+    _, novel_score = nearest(plan.novel_text, plan.novel_excluded)
     # A novel question with every entry left out is never served.
     novel_score = np.where(np.isfinite(novel_score), novel_score, -np.inf)
     correct = np.array([int(i) in accept for i, accept in zip(repeat_index, plan.repeat_accept)], dtype=bool)
@@ -174,8 +193,9 @@ class Sweep:
     """Cumulative figures over every threshold (each distinct nearest-entry score), for one model,
     one traffic mix and optional bootstrap multiplicities of the lookups."""
 
-    def __init__(self, lookups: Lookups, repeat_share: float, repeat_weights=None, novel_weights=None,
-                 level: float = 0.95):
+    def __init__(
+        self, lookups: Lookups, repeat_share: float, repeat_weights=None, novel_weights=None, level: float = 0.95
+    ):
         if not 0 < repeat_share < 1:
             raise ValueError("repeat_share must be in (0, 1)")
         rep_w = np.ones(lookups.repeat_score.size) if repeat_weights is None else np.asarray(repeat_weights, float)
@@ -195,9 +215,9 @@ class Sweep:
         scores, weights, wrong, is_repeat = scores[order], weights[order], wrong[order], is_repeat[order]
         last = np.flatnonzero(np.diff(scores) != 0)
         last = np.concatenate((last, [scores.size - 1])) if scores.size else last
-        self.thresholds = scores[last]                      # descending
-        self.served = np.cumsum(weights)[last]              # = served_share (weights sum to 1)
-        self.served_sq = np.cumsum(weights ** 2)[last]
+        self.thresholds = scores[last]  # descending
+        self.served = np.cumsum(weights)[last]  # = served_share (weights sum to 1)
+        self.served_sq = np.cumsum(weights**2)[last]
         self.wrong = np.cumsum(weights * wrong)[last]
         self.repeat_correct = np.cumsum(weights * (is_repeat & ~wrong))[last] / repeat_share
         self.repeat_wrong = np.cumsum(weights * (is_repeat & wrong))[last] / repeat_share
@@ -205,7 +225,7 @@ class Sweep:
         self.served_items = np.cumsum(np.ones(scores.size))[last]
         with np.errstate(divide="ignore", invalid="ignore"):
             self.wrong_share = np.where(self.served > 0, self.wrong / self.served, 0.0)
-            n_eff = np.where(self.served_sq > 0, self.served ** 2 / self.served_sq, 0.0)
+            n_eff = np.where(self.served_sq > 0, self.served**2 / self.served_sq, 0.0)
         k_eff = np.minimum(self.wrong_share * n_eff, n_eff)
         upper = np.ones_like(n_eff)
         inside = (n_eff > 0) & (k_eff < n_eff - 1e-12)
@@ -221,9 +241,15 @@ class Sweep:
     def at(self, threshold: float) -> dict:
         k = self._position(threshold)
         if k < 0:
-            return {"threshold": float(threshold), "repeat_hit_rate": 0.0, "repeat_wrong_rate": 0.0,
-                    "novel_false_hit_rate": 0.0, "served_share": 0.0, "wrong_share": None,
-                    "wrong_share_upper": 1.0}
+            return {
+                "threshold": float(threshold),
+                "repeat_hit_rate": 0.0,
+                "repeat_wrong_rate": 0.0,
+                "novel_false_hit_rate": 0.0,
+                "served_share": 0.0,
+                "wrong_share": None,
+                "wrong_share_upper": 1.0,
+            }
         return {
             "threshold": float(threshold),
             "repeat_hit_rate": float(self.repeat_correct[k]),
@@ -277,12 +303,16 @@ def choose_threshold(sweep: Sweep, max_wrong_share: float) -> dict:
         best = sweep.wrong_share_upper.min()
         k, met = int(np.flatnonzero(sweep.wrong_share_upper <= best + 1e-12)[-1]), False
     threshold = float(sweep.thresholds[k])
-    return {"threshold": threshold, "bound_met": met, **{key: value for key, value in sweep.at(threshold).items()
-                                                         if key != "threshold"}}
+    return {
+        "threshold": threshold,
+        "bound_met": met,
+        **{key: value for key, value in sweep.at(threshold).items() if key != "threshold"},
+    }
 
 
-def operating_point(lookups: Lookups, threshold: float, repeat_share: float, repeat_weights=None,
-                    novel_weights=None) -> dict:
+def operating_point(
+    lookups: Lookups, threshold: float, repeat_share: float, repeat_weights=None, novel_weights=None
+) -> dict:
     """Figures at one threshold (bootstrap multiplicities optional), without building a full sweep."""
     rep_w = np.ones(lookups.repeat_score.size) if repeat_weights is None else np.asarray(repeat_weights, float)
     nov_w = np.ones(lookups.novel_score.size) if novel_weights is None else np.asarray(novel_weights, float)
@@ -293,8 +323,13 @@ def operating_point(lookups: Lookups, threshold: float, repeat_share: float, rep
     false = float(np.sum(nov_w * (lookups.novel_score >= threshold)) / novels)
     served = repeat_share * (hit + wrong) + (1 - repeat_share) * false
     wrong_share = (repeat_share * wrong + (1 - repeat_share) * false) / served if served > 0 else None
-    return {"repeat_hit_rate": hit, "repeat_wrong_rate": wrong, "novel_false_hit_rate": false,
-            "served_share": served, "wrong_share": wrong_share}
+    return {
+        "repeat_hit_rate": hit,
+        "repeat_wrong_rate": wrong,
+        "novel_false_hit_rate": false,
+        "served_share": served,
+        "wrong_share": wrong_share,
+    }
 
 
 def cache_block(plan: CachePlan, lookups: Lookups, thresholds, repeat_share: float, level: float = 0.95) -> dict:
@@ -307,12 +342,14 @@ def cache_block(plan: CachePlan, lookups: Lookups, thresholds, repeat_share: flo
     for threshold in thresholds:
         point = sweep.at(threshold)
         served_rep = lookups.repeat_score >= threshold
-        point.update({
-            "correct_hits": int(np.sum(served_rep & lookups.repeat_correct)),
-            "correct_by_equivalence": int(np.sum(served_rep & lookups.repeat_correct & ~lookups.repeat_identity)),
-            "wrong_hits": int(np.sum(served_rep & ~lookups.repeat_correct)),
-            "false_hits": int(np.sum(lookups.novel_score >= threshold)),
-        })
+        point.update(
+            {
+                "correct_hits": int(np.sum(served_rep & lookups.repeat_correct)),
+                "correct_by_equivalence": int(np.sum(served_rep & lookups.repeat_correct & ~lookups.repeat_identity)),
+                "wrong_hits": int(np.sum(served_rep & ~lookups.repeat_correct)),
+                "false_hits": int(np.sum(lookups.novel_score >= threshold)),
+            }
+        )
         at_threshold[threshold_key(threshold)] = point
     grid = np.round(np.arange(0.0, 1.0001, 0.02), 2)
     return {
@@ -325,8 +362,17 @@ def cache_block(plan: CachePlan, lookups: Lookups, thresholds, repeat_share: flo
     }
 
 
-def bootstrap_operating_points(lookups: dict, thresholds: dict, repeat_groups, novel_groups, repeat_share: float,
-                               resamples: int, seed: int, level: float = 0.95, progress=None) -> dict:
+def bootstrap_operating_points(
+    lookups: dict,
+    thresholds: dict,
+    repeat_groups,
+    novel_groups,
+    repeat_share: float,
+    resamples: int,
+    seed: int,
+    level: float = 0.95,
+    progress=None,
+) -> dict:
     """Paired bootstrap over groups of the figures at each model's own threshold (and of the P-CHR
     area): the same groups are drawn for every model. Returns {model: {figure: {value, low, high}},
     "delta": {figure: {delta, low, high}}} with delta = adapter minus base."""
@@ -334,7 +380,7 @@ def bootstrap_operating_points(lookups: dict, thresholds: dict, repeat_groups, n
 
     keys = list(repeat_groups) + list(novel_groups)
     ids, n_groups = group_index(keys)
-    rep_ids, nov_ids = ids[: len(repeat_groups)], ids[len(repeat_groups):]
+    rep_ids, nov_ids = ids[: len(repeat_groups)], ids[len(repeat_groups) :]
     figures = ("repeat_hit_rate", "repeat_wrong_rate", "novel_false_hit_rate", "served_share", "wrong_share")
     names = [name for name in lookups if thresholds.get(name) is not None]
 
@@ -370,8 +416,11 @@ def bootstrap_operating_points(lookups: dict, thresholds: dict, repeat_groups, n
     if {"base", "adapter"} <= set(names):
         out["delta"] = {}
         for figure in (*figures, "p_chr_auc"):
-            pairs = [(a, b) for a, b in zip(samples["adapter"][figure], samples["base"][figure])
-                     if a is not None and b is not None]
+            pairs = [
+                (a, b)
+                for a, b in zip(samples["adapter"][figure], samples["base"][figure])
+                if a is not None and b is not None
+            ]
             low, high = percentile_interval([a - b for a, b in pairs], level)
             a0, b0 = point["adapter"][figure], point["base"][figure]
             out["delta"][figure] = {"delta": None if a0 is None or b0 is None else a0 - b0, "low": low, "high": high}

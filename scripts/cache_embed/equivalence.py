@@ -22,14 +22,15 @@ two records.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
+
+from shared import comparison_key
 
 from cache_embed.focus_groups import focus_keys, synonym_keys
-from shared import comparison_key
 
 MODES = ("medquad", "text")
 
-__all__ = ["MODES", "EquivalenceIndex", "records_equivalent", "record_group", "record_qtypes", "mode_for_domain"]
+__all__ = ["MODES", "EquivalenceIndex", "mode_for_domain", "record_group", "record_qtypes", "records_equivalent"]
 
 
 def _check_mode(mode: str) -> str:

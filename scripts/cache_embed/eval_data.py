@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from shared import PipelineError, comparison_key, read_jsonl, read_jsonl_numbered
 
 from cache_embed.focus_groups import group_of_record
-from shared import PipelineError, comparison_key, read_jsonl, read_jsonl_numbered
 
 TRUE_LABELS = {"1", "1.0", "true", "yes"}
 FALSE_LABELS = {"0", "0.0", "false", "no"}
@@ -44,9 +44,7 @@ def _parse_label(value, path, line) -> int:
         return 1
     if text in FALSE_LABELS:
         return 0
-    raise PipelineError(
-        f"{path}:{line}: label {value!r} is not 1 (same intent) or 0 (different intent); fix that row"
-    )
+    raise PipelineError(f"{path}:{line}: label {value!r} is not 1 (same intent) or 0 (different intent); fix that row")
 
 
 def _check_pair(row: dict, path, line) -> tuple[str, str, int]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
 import cache_metrics as cm
+import numpy as np
 from shared import atomic_output
 
 PLOTS = ("similarity_histograms", "precision_recall", "threshold_sweep", "cache_operations")
@@ -46,8 +45,12 @@ def make_plots(curves: dict, deploy_precision: float, plots_dir: str | Path) -> 
         axis.hist(pos, bins=bins, alpha=0.6, label="anchor-positive (must hit)", color="#2ca02c")
         axis.hist(neg, bins=bins, alpha=0.6, label="anchor-negative (must miss)", color="#d62728")
         if recommended[name] is not None:
-            axis.axvline(recommended[name], color="black", linestyle="--",
-                         label=f"deploy threshold (chosen on {chosen_on}): {recommended[name]:.3f}")
+            axis.axvline(
+                recommended[name],
+                color="black",
+                linestyle="--",
+                label=f"deploy threshold (chosen on {chosen_on}): {recommended[name]:.3f}",
+            )
         axis.set_title(f"{name}")
         axis.set_xlabel("cosine similarity")
         axis.legend(fontsize=8, loc="upper left")
@@ -65,7 +68,13 @@ def make_plots(curves: dict, deploy_precision: float, plots_dir: str | Path) -> 
         if recommended[name] is not None:
             point = cm.at_threshold(scores, labels, recommended[name])
             axis.plot(point["recall"], point["precision"], "o", color=colours[name])
-    axis.axhline(deploy_precision, color="black", linestyle=":", linewidth=1, label=f"pair-threshold precision {deploy_precision:g} (secondary)")
+    axis.axhline(
+        deploy_precision,
+        color="black",
+        linestyle=":",
+        linewidth=1,
+        label=f"pair-threshold precision {deploy_precision:g} (secondary)",
+    )
     axis.set_xlabel("recall (hit rate of paraphrases)")
     axis.set_ylabel("precision of hits")
     axis.set_xlim(0, 1.01)
@@ -83,8 +92,13 @@ def make_plots(curves: dict, deploy_precision: float, plots_dir: str | Path) -> 
         axis.plot(grid, sweep["precision"], color=colours[name], label=f"{name} precision")
         axis.plot(grid, sweep["recall"], color=colours[name], linestyle="--", label=f"{name} hit rate (recall)")
         if recommended[name] is not None:
-            axis.axvline(recommended[name], color=colours[name], linestyle=":", linewidth=1.5,
-                         label=f"{name} deploy threshold {recommended[name]:.3f} (chosen on {chosen_on})")
+            axis.axvline(
+                recommended[name],
+                color=colours[name],
+                linestyle=":",
+                linewidth=1.5,
+                label=f"{name} deploy threshold {recommended[name]:.3f} (chosen on {chosen_on})",
+            )
     axis.axhline(deploy_precision, color="black", linestyle=":", linewidth=1)
     axis.set_xlabel("threshold (cosine similarity)")
     axis.set_ylabel("rate")
@@ -101,18 +115,35 @@ def make_plots(curves: dict, deploy_precision: float, plots_dir: str | Path) -> 
         budget = curves.get("max_wrong_share")
         for name in ("base", "adapter"):
             sweep = sweeps[name]
-            left.plot(sweep.served, 1.0 - sweep.wrong_share, color=colours[name],
-                      label=f"{name} (P-CHR AUC {sweep.p_chr_auc():.3f})")
+            left.plot(
+                sweep.served,
+                1.0 - sweep.wrong_share,
+                color=colours[name],
+                label=f"{name} (P-CHR AUC {sweep.p_chr_auc():.3f})",
+            )
             right.plot(sweep.thresholds, sweep.wrong_share, color=colours[name], label=f"{name} wrong share")
-            right.plot(sweep.thresholds, sweep.wrong_share_upper, color=colours[name], linestyle="--", linewidth=1,
-                       label=f"{name} 95% upper bound")
+            right.plot(
+                sweep.thresholds,
+                sweep.wrong_share_upper,
+                color=colours[name],
+                linestyle="--",
+                linewidth=1,
+                label=f"{name} 95% upper bound",
+            )
             if recommended[name] is not None:
                 point = sweep.at(recommended[name])
                 left.plot(point["served_share"], 1.0 - (point["wrong_share"] or 0.0), "o", color=colours[name])
-                right.axvline(recommended[name], color=colours[name], linestyle=":", linewidth=1.5,
-                              label=f"{name} deploy threshold {recommended[name]:.3f}")
+                right.axvline(
+                    recommended[name],
+                    color=colours[name],
+                    linestyle=":",
+                    linewidth=1.5,
+                    label=f"{name} deploy threshold {recommended[name]:.3f}",
+                )
         if budget is not None:
-            left.axhline(1.0 - budget, color="black", linestyle=":", linewidth=1, label=f"1 - max wrong share {budget:g}")
+            left.axhline(
+                1.0 - budget, color="black", linestyle=":", linewidth=1, label=f"1 - max wrong share {budget:g}"
+            )
             right.axhline(budget, color="black", linestyle=":", linewidth=1, label=f"max wrong share {budget:g}")
         left.set_xlabel("cache hit ratio (served share of traffic)")
         left.set_ylabel("precision of served answers")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import beta
 
-__all__ = ["clopper_pearson", "weighted_clopper_pearson", "group_weights", "group_index", "percentile_interval"]
+__all__ = ["clopper_pearson", "group_index", "group_weights", "percentile_interval", "weighted_clopper_pearson"]
 
 
 def clopper_pearson(k, n, level: float = 0.95, side: str = "two-sided") -> tuple[float, float]:
@@ -52,7 +52,7 @@ def weighted_clopper_pearson(wrong, weights, level: float = 0.95, side: str = "t
     if total <= 0:
         return {"share": None, "n_effective": 0.0, "k_effective": 0.0, "low": 0.0, "high": 1.0}
     share = float(weights[wrong].sum() / total)
-    n_effective = total ** 2 / float(np.sum(weights ** 2))
+    n_effective = total**2 / float(np.sum(weights**2))
     k_effective = share * n_effective
     low, high = clopper_pearson(k_effective, n_effective, level, side)
     return {"share": share, "n_effective": n_effective, "k_effective": k_effective, "low": low, "high": high}

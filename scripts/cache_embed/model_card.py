@@ -33,13 +33,18 @@ def load_card_spec(path) -> dict:
 
 def _evaluation_section(metrics: dict | None) -> str:
     if not metrics:
-        return ("Not evaluated yet. The workflow's `model_card` step rewrites this card with the measured"
-                " figures (`results/<domain>/model_card.md`) once `evaluate_adapter` has run.\n")
+        return (
+            "Not evaluated yet. The workflow's `model_card` step rewrites this card with the measured"
+            " figures (`results/<domain>/model_card.md`) once `evaluate_adapter` has run.\n"
+        )
     rec = metrics["recommended_threshold"]
     test = metrics["test"]
     lines = [rec.get("verdict", ""), ""]
-    lines += ["| model | deploy threshold | bound met on validation | test wrong share [95% CI] |"
-              " test repeat hit rate [95% CI] | bound held on test |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| model | deploy threshold | bound met on validation | test wrong share [95% CI] |"
+        " test repeat hit rate [95% CI] | bound held on test |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in ("adapter", "base"):
         entry = rec.get(name)
         if not entry:
@@ -51,7 +56,8 @@ def _evaluation_section(metrics: dict | None) -> str:
             f" | {pct(t['wrong_share'])} {interval(t['wrong_share_ci']['low'], t['wrong_share_ci']['high'], pct)}"
             f" | {pct(t['repeat_hit_rate'])}"
             f" {interval(t['repeat_hit_rate_ci']['low'], t['repeat_hit_rate_ci']['high'], pct)}"
-            f" | {'yes' if t['bound_held'] else 'no'} |")
+            f" | {'yes' if t['bound_held'] else 'no'} |"
+        )
     lines += [
         "",
         f"**Deploy threshold:** `{fmt((rec.get('adapter') or {}).get('threshold'), 4)}` (cosine similarity, with the"
@@ -66,13 +72,19 @@ def _evaluation_section(metrics: dict | None) -> str:
         f" the cached question is the same question ({rec.get('equivalence')} equivalence). Intervals: paired"
         f" bootstrap over {fmt((rec.get('bootstrap') or {}).get('groups'))} focus groups.",
         "",
-        "| test figure | base | adapter |", "|---|---|---|",
+        "| test figure | base | adapter |",
+        "|---|---|---|",
     ]
-    for key, label in (("roc_auc", "ROC-AUC (pairs)"), ("triplet_accuracy", "triplet accuracy"),
-                       ("margin", "margin (mean positive - mean negative cosine)")):
+    for key, label in (
+        ("roc_auc", "ROC-AUC (pairs)"),
+        ("triplet_accuracy", "triplet accuracy"),
+        ("margin", "margin (mean positive - mean negative cosine)"),
+    ):
         lines.append(f"| {label} | {fmt(test['base'].get(key))} | {fmt(test['adapter'].get(key))} |")
-    lines.append(f"| P-CHR AUC (precision against cache hit ratio) | {fmt(test['base']['cache']['p_chr']['auc'])}"
-                 f" | {fmt(test['adapter']['cache']['p_chr']['auc'])} |")
+    lines.append(
+        f"| P-CHR AUC (precision against cache hit ratio) | {fmt(test['base']['cache']['p_chr']['auc'])}"
+        f" | {fmt(test['adapter']['cache']['p_chr']['auc'])} |"
+    )
     lines.append(f"| test triplets | {fmt(metrics['counts']['triplets'])} | |")
     return "\n".join(lines) + "\n"
 
@@ -86,13 +98,14 @@ def render_card(domain: str, info: dict, card: dict, metrics: dict | None = None
     citation = f"\n\nCite: {card['citation']}." if card.get("citation") else ""
     intended = card.get("intended_use") or (
         f"Embedding {domain} questions for a semantic cache: a new question reuses a stored answer when its"
-        " cosine similarity to a cached question reaches the deploy threshold.")
+        " cosine similarity to a cached question reaches the deploy threshold."
+    )
     val = info.get("val") or {}
     return f"""---
 library_name: sentence-transformers
 base_model: {hub_id}
 pipeline_tag: sentence-similarity
-license: {card.get('license') or 'other'}
+license: {card.get("license") or "other"}
 tags:
 - sentence-transformers
 - peft
@@ -102,7 +115,7 @@ tags:
 
 # LoRA adapter for `{hub_id}`: semantic cache for {domain} questions
 
-A LoRA adapter (PEFT, {info['trainable_parameters']:,} trainable parameters) for
+A LoRA adapter (PEFT, {info["trainable_parameters"]:,} trainable parameters) for
 [`{hub_id}`](https://huggingface.co/{hub_id}) (revision `{revision}`), trained so that a
 rephrased question lands close to the original (a cache hit) while a related but different
 question lands further away (a miss).
@@ -135,17 +148,17 @@ model[0].model = PeftModel.from_pretrained(model[0].model, "path/to/this/adapter
 {_evaluation_section(metrics)}
 ## Training data
 
-{str(card['data']).strip()} Source: {card['source']}. Licence: {card['license_text']}.{citation}
+{str(card["data"]).strip()} Source: {card["source"]}. Licence: {card["license_text"]}.{citation}
 
-Triplets (anchor question, paraphrase, hard negative): {fmt(info['train']['used'])} training triplets
-({fmt(info['train']['records'])} in the file); checkpoints selected on {fmt(val.get('used'))} validation
+Triplets (anchor question, paraphrase, hard negative): {fmt(info["train"]["used"])} training triplets
+({fmt(info["train"]["records"])} in the file); checkpoints selected on {fmt(val.get("used"))} validation
 triplets (the select half of the validation split). Train, validation and test share no focus entity.
 
 ## Training
 
-Loss: `{info['loss']}` (scale {hp['scale']:g}) over (anchor, positive, negative). {info['steps']} optimizer
-steps, {info['epochs_done']:g} epoch(s), {info['precision']} on {info['device']}; the checkpoint kept is the
-best by `{info['metric_for_best_model']}` on the validation select half ({fmt(info['best_metric'])}).
+Loss: `{info["loss"]}` (scale {hp["scale"]:g}) over (anchor, positive, negative). {info["steps"]} optimizer
+steps, {info["epochs_done"]:g} epoch(s), {info["precision"]} on {info["device"]}; the checkpoint kept is the
+best by `{info["metric_for_best_model"]}` on the validation select half ({fmt(info["best_metric"])}).
 
 | hyperparameter | value |
 |---|---|
@@ -153,7 +166,7 @@ best by `{info['metric_for_best_model']}` on the validation select half ({fmt(in
 
 ## Limitations
 
-{limitations or '- Evaluated only on the held-out split of the training data source.'}
+{limitations or "- Evaluated only on the held-out split of the training data source."}
 - Paraphrases and hard negatives are generated; their errors become training signal.
 - The deploy threshold holds for traffic like the evaluation's; check it on your own cache logs
   (`evaluate.external`) before relying on it.

@@ -42,7 +42,7 @@ def pct(value, digits: int = 1) -> str:
     percent = 100.0 * value
     if percent == 0:
         return "0%"
-    if abs(percent) < 10 ** -digits:
+    if abs(percent) < 10**-digits:
         return f"{percent:.1g}%"
     return f"{percent:.{digits}f}%"
 

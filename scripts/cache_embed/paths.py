@@ -18,7 +18,10 @@ def shareable_path(path) -> str | None:
     if not candidate.is_absolute():
         return candidate.as_posix()
     try:
-        return Path(os.path.relpath(candidate.resolve(), Path.cwd().resolve())).as_posix() \
-            if candidate.resolve().is_relative_to(Path.cwd().resolve()) else "/".join(candidate.parts[-2:])
+        return (
+            Path(os.path.relpath(candidate.resolve(), Path.cwd().resolve())).as_posix()
+            if candidate.resolve().is_relative_to(Path.cwd().resolve())
+            else "/".join(candidate.parts[-2:])
+        )
     except (OSError, ValueError):
         return "/".join(candidate.parts[-2:])

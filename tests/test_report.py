@@ -226,3 +226,33 @@ def test_answer_section_shows_the_bound_and_small_numbers_at_their_scale():
     assert "calibration half of the validation split" in page
     failed = make_report.section_answer(deploy_metrics("test", False))
     assert "<td>NO</td>" in failed and "optimistic" in failed and "9.0%" in failed
+
+
+TRAINING_INFO = {
+    "hyperparameters": {"scale": 20.0, "epochs": 1}, "base_model": {"name": "sentence-transformers/all-MiniLM-L6-v2",
+                                                                    "revision": "x", "local_path": "resources/models/l6"},
+    "trainable_parameters": 73728, "train": {"used": 900, "records": 1000}, "val": {"used": 100}, "loss": "mnrl",
+    "steps": 60, "epochs_done": 1.0, "precision": "fp32", "device": "cpu", "metric_for_best_model": "eval_acc",
+    "best_metric": 0.9,
+}
+
+
+def test_model_card_carries_measured_figures_and_the_domain_spec(report_inputs, tmp_path):
+    import write_model_card
+    from cache_embed.model_card import load_card_spec, render_card
+
+    root = Path(__file__).resolve().parents[1] / "resources" / "domains"
+    write_json(tmp_path / "info.json", TRAINING_INFO)
+    out = tmp_path / "card.md"
+    assert write_model_card.main(["--domain", "medical", "--metrics", str(report_inputs["dir"] / "metrics.json"),
+                                  "--training-info", str(tmp_path / "info.json"), "--spec", str(root / "medical.yaml"),
+                                  "--output", str(out)]) == 0
+    card = out.read_text(encoding="utf-8")
+    metrics = json.loads((report_inputs["dir"] / "metrics.json").read_text(encoding="utf-8"))
+    rec = metrics["recommended_threshold"]
+    assert f"**Deploy threshold:** `{make_report.fmt(rec['adapter']['threshold'], 4)}`" in card
+    assert rec["verdict"] in card and "license: cc-by-4.0" in card and "BMC Bioinformatics 20:511, 2019" in card
+    assert "Not evaluated yet" not in card and "\n/" not in card and " /home" not in card
+    programming = render_card("programming", TRAINING_INFO, load_card_spec(root / "programming.yaml"))
+    assert "MedQuAD" not in programming and "license: other" in programming and "Not evaluated yet" in programming
+    assert "domains.programming.queries" in programming

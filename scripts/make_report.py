@@ -19,6 +19,8 @@ from pathlib import Path
 
 from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import atomic_output, read_json, write_json
+from cache_embed.numbers import fmt as fmt_number, interval, pct, signed as signed_text
+from cache_embed.paths import shareable_path
 
 LOG = logging.getLogger("make_report")
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -37,11 +39,14 @@ figure{margin:1rem 0}.row{display:flex;flex-wrap:wrap;gap:2rem;align-items:flex-
 """
 PLOT_CAPTIONS = {
     "similarity_histograms": "Cosine similarity of test pairs: anchor-positive pairs must hit, anchor-negative pairs must miss. "
-                             "The dashed line is each model's own threshold for the deploy precision.",
-    "precision_recall": "Precision of served hits against recall (hit rate of paraphrases), base vs adapter; "
-                        "dots mark each model's recommended threshold.",
-    "threshold_sweep": "Precision (solid) and hit rate (dashed) against the threshold: training moves the curves, "
-                       "so each model needs its own threshold (dotted lines).",
+                             "The dashed line is each model's deploy threshold.",
+    "precision_recall": "Pair precision against recall (hit rate of paraphrases), base vs adapter; "
+                        "dots mark each model's deploy threshold.",
+    "threshold_sweep": "Pair precision (solid) and hit rate (dashed) against the threshold: training moves the curves, "
+                       "so each model needs its own threshold (dotted lines: the deploy thresholds).",
+    "cache_operations": "Left: precision of served answers against the cache hit ratio (P-CHR) over all thresholds, "
+                        "dots at the deploy thresholds. Right: the share of served answers that are wrong, with its "
+                        "95% upper bound (dashed), against the threshold; the dotted line is the error budget.",
 }
 SKIP_SERIES = ("runtime", "per_second", "samples", "flos", "epoch")
 
@@ -51,17 +56,10 @@ def esc(value) -> str:
 
 
 def fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:.{digits}f}"
+    """Numbers formatted for their scale (cache_embed.numbers: 2e-4, not 0.000); containers as JSON."""
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return str(value)
+    return fmt_number(value, digits)
 
 
 def signed(value, digits: int = 3, higher_is_better: bool = True) -> str:
@@ -69,7 +67,7 @@ def signed(value, digits: int = 3, higher_is_better: bool = True) -> str:
         return "n/a"
     better = value > 0 if higher_is_better else value < 0
     css = "muted" if value == 0 else "good" if better else "bad"
-    return f'<span class="{css}">{esc(f"{value:+.{digits}f}")}</span>'
+    return f'<span class="{css}">{esc(signed_text(value, digits))}</span>'
 
 
 def get(data, *path, default=None):
@@ -186,7 +184,7 @@ def training_plot(series: dict) -> bytes | None:
 # ---------------------------------------------------------------- sections
 
 
-def section_data(queries_stats, split_stats, triplet_stats: dict) -> str:
+def section_data(queries_stats, split_stats, triplet_stats: dict, val_halves=None) -> str:
     parts = ['<h2 id="data">Data</h2>']
     if queries_stats is not None:
         q = queries_stats
@@ -204,10 +202,19 @@ def section_data(queries_stats, split_stats, triplet_stats: dict) -> str:
         sizes = get(split_stats, "sizes", default={})
         rows = [[name, value] for name, value in (sizes.items() if isinstance(sizes, dict) else [])]
         rows.append(["focus overlap between splits (must be 0)", get(split_stats, "focus_overlap_total")])
+        for split, share in sorted((get(split_stats, "residual_overlap_share", default={}) or {}).items()):
+            rows.append([f"share of {split} records sharing a focus, occurrence focus or synonym with another split",
+                         pct(share)])
         parts.append("<h3>Splits</h3>" + table(["", "value"], rows))
         rest = {k: v for k, v in split_stats.items() if k not in ("sizes", "focus_overlap_total")}
         if rest:
             parts.append("<details><summary>All split statistics</summary>" + key_value_table(rest) + "</details>")
+    if val_halves:
+        parts.append("<h3>Validation halves</h3><p>Focus-disjoint halves of the val triplets: <em>select</em> picks the "
+                     "training checkpoint, <em>calibrate</em> the deploy threshold.</p>" + table(
+                         ["half", "triplets", "anchors", "focus groups"],
+                         [[half, get(val_halves, half, "triplets"), get(val_halves, half, "anchors"),
+                           get(val_halves, half, "groups")] for half in ("select", "calibrate")]))
     if triplet_stats:
         splits = sorted(triplet_stats)
         rows = [[split, get(triplet_stats[split], "triplets"), get(triplet_stats[split], "yield")] for split in splits]
@@ -243,67 +250,91 @@ def _ci_text(ci: dict, key: str) -> str:
     entry = ci.get(key) or {}
     if entry.get("low") is None:
         return "n/a"
-    return f"[{entry['low']:+.3f}, {entry['high']:+.3f}]"
+    return f"[{signed_text(entry['low'])}, {signed_text(entry['high'])}]"
+
+
+def _pct_ci(entry) -> str:
+    entry = entry or {}
+    return interval(entry.get("low"), entry.get("high"), pct)
+
+
+def section_answer(metrics: dict) -> str:
+    """The first screen: the deploy threshold and what it gives on test, base against adapter, and
+    the verdict computed by the evaluation from those numbers."""
+    rec = metrics.get("recommended_threshold") or {}
+    parts = ['<section id="answer"><h2>The answer</h2>']
+    if rec.get("verdict"):
+        parts.append(f'<p id="verdict"><strong>{esc(rec["verdict"])}</strong></p>')
+    rows = []
+    for name in ("adapter", "base"):
+        entry = rec.get(name)
+        if not entry:
+            rows.append([name, "none", "", "", "", "", ""])
+            continue
+        test = entry.get("test") or {}
+        rows.append([
+            name, fmt(entry.get("threshold"), 4),
+            ("met" if entry.get("bound_met_on_val") else "NOT met")
+            + f" (upper bound {pct(get(entry, 'val', 'wrong_share_upper'))})",
+            f"{pct(test.get('wrong_share'))} {_pct_ci(test.get('wrong_share_ci'))}",
+            f"{pct(test.get('repeat_hit_rate'))} {_pct_ci(test.get('repeat_hit_rate_ci'))}",
+            f"{pct(test.get('novel_false_hit_rate'))} {_pct_ci(test.get('novel_false_hit_rate_ci'))}",
+            "yes" if test.get("bound_held") else "NO",
+        ])
+    parts.append(table(["model", "deploy threshold", f"95% bound on validation (budget {pct(rec.get('max_wrong_share'))})",
+                        "TEST wrong share [95% CI]", "TEST repeat hit rate [95% CI]",
+                        "TEST novel false-hit rate [95% CI]", "bound held on test"], rows))
+    delta = rec.get("delta") or {}
+    if delta.get("repeat_hit_rate"):
+        parts.append(
+            "<p>Adapter minus base, each at its own deploy threshold (95% CI): repeat hit rate "
+            f"{esc(pct(delta['repeat_hit_rate'].get('delta')))} {esc(_pct_ci(delta['repeat_hit_rate']))}; wrong share "
+            f"{esc(pct(get(delta, 'wrong_share', 'delta')))} {esc(_pct_ci(delta.get('wrong_share')))}.</p>")
+    if rec.get("rule"):
+        chosen = ("the calibration half of the validation split" if rec.get("chosen_on") == "val"
+                  else "the test triplets themselves (optimistic: no calibration triplets)")
+        boot = rec.get("bootstrap") or {}
+        parts.append(
+            f'<p class="muted" id="threshold-provenance">Chosen on {esc(chosen)} ({esc(fmt(rec.get("calibration_triplets")))}'
+            f" triplets, a cache of {esc(fmt(get(rec, 'calibration_cache', 'cached_entries')))} questions) as {esc(rec['rule'])};"
+            f" traffic mix {esc(pct(rec.get('repeat_share')))} repeats. Measured on test (a cache of"
+            f" {esc(fmt(get(rec, 'test_cache', 'cached_entries')))} questions). A served answer is correct when the"
+            f" cached question is equivalent to the incoming one ({esc(rec.get('equivalence'))}). Intervals: paired"
+            f" bootstrap over {esc(fmt(boot.get('groups')))} focus groups ({esc(fmt(boot.get('resamples')))} resamples).</p>")
+    parts.append("</section>")
+    return "\n".join(parts)
 
 
 def section_metrics(metrics: dict, plots: list[Path]) -> str:
     test = metrics.get("test", {})
     base, adapter, delta, ci = (test.get(key, {}) for key in ("base", "adapter", "delta", "ci"))
     rec = metrics.get("recommended_threshold", {})
+    unit = next(iter(ci.values()), {}).get("unit", "group") if ci else "group"
     parts = ['<h2 id="evaluation">Evaluation as a semantic cache</h2>',
-             f"<p>Test triplets: {esc(fmt(get(metrics, 'counts', 'triplets')))}; distinct cached anchors: "
-             f"{esc(fmt(get(metrics, 'counts', 'anchors')))}. A pair is served from the cache when its cosine "
-             "similarity is at least the threshold. Deltas are adapter minus base; intervals are 95% paired "
-             f"bootstrap intervals over triplets ({esc(fmt(get(metrics, 'settings', 'bootstrap')))} resamples).</p>"]
+             f"<p>Test triplets: {esc(fmt(get(metrics, 'counts', 'triplets')))} from "
+             f"{esc(fmt(get(metrics, 'counts', 'anchors')))} cached questions in "
+             f"{esc(fmt(get(metrics, 'counts', 'focus_groups')))} focus groups. Deltas are adapter minus base; intervals "
+             f"are 95% paired bootstrap intervals resampling {esc(unit)}s "
+             f"({esc(fmt(get(metrics, 'settings', 'bootstrap')))} resamples).</p>"]
 
-    # Recommended threshold and the warning.
-    chosen_on = rec.get("chosen_on", "test")
-    chosen_label = "val" if chosen_on == "val" else "test (same set)"
+    # The cache at fixed thresholds.
     rows = []
-    for label, key in (("adapter, its own threshold", "adapter"), ("base, its own threshold", "base"),
-                       ("base at the adapter's threshold", "base_at_adapter_threshold"),
-                       ("adapter at the base's threshold", "adapter_at_base_threshold")):
-        point = rec.get(key)
-        chosen = (point or {}).get("calibration") or {}
-        rows.append([label] + (["unreachable", None, None, None, None, None] if not point else
-                               [fmt(point.get("threshold"), 4), chosen.get("precision"), chosen.get("recall"),
-                                point.get("precision"), point.get("recall"), point.get("f1")]))
-    adapter_threshold = get(rec, "adapter", "threshold")
-    base_threshold = get(rec, "base", "threshold")
-    parts.append('<h3 id="threshold">Recommended threshold</h3>')
-    parts.append(
-        '<div class="warn"><strong>The threshold moves.</strong> ' + esc(rec.get("note", "")) +
-        f" For precision &ge; {esc(fmt(rec.get('deploy_precision')))}: adapter threshold "
-        f"<strong>{esc(fmt(adapter_threshold, 4))}</strong>, base threshold {esc(fmt(base_threshold, 4))}.</div>"
-    )
-    if chosen_on == "val":
-        provenance = (f"Each threshold was <strong>chosen on {esc(fmt(rec.get('calibration_triplets')))} validation "
-                      "triplets</strong> (the lowest threshold reaching the deploy precision there); the precision, recall "
-                      "and F1 below are <strong>measured on the test triplets</strong>, which share no focus with "
-                      "validation: that is what a user would get.")
-    else:
-        provenance = ("Each threshold was chosen on the <strong>test triplets themselves</strong> (no calibration "
-                      "triplets given), so the test recall at it is optimistic.")
-    parts.append(f'<p id="threshold-provenance">{provenance}</p>')
-    deploy = rec.get("deploy_precision")
-    for name in ("adapter", "base"):
-        point = rec.get(name) or {}
-        precision = point.get("precision")
-        if deploy is not None and precision is not None and precision < deploy - 1e-12:
-            parts.append(
-                f'<div class="warn bad"><strong>Test precision under the deploy precision ({esc(name)}).</strong> '
-                f"At its threshold {esc(fmt(point.get('threshold'), 4))} the {esc(name)} reaches precision "
-                f"{esc(fmt(get(point, 'calibration', 'precision')))} on {esc(chosen_label)} but only {esc(fmt(precision))} "
-                f"on test, under {esc(fmt(deploy))}: expect more wrong hits than planned, or raise the threshold.</div>")
-    parts.append(table(["", "threshold", f"precision on {chosen_label}", f"recall on {chosen_label}",
-                        "TEST precision", "TEST recall", "TEST F1"], rows))
-    cache = rec.get("cache") or {}
-    cache_rows = [[name, fmt(get(cache, name, "threshold"), 4), get(cache, name, "hit_rate"), get(cache, name, "wrong_hit_rate"),
-                   get(cache, name, "false_hit_rate"), get(cache, name, "hit_precision")] for name in ("base", "adapter")]
-    parts.append(f"<p>Cache simulation on test at each model's own threshold (chosen on {esc(chosen_label)}; every distinct "
-                 "test anchor cached; paraphrases and negatives looked up):</p>" + table(["model", "threshold", "hit rate", "wrong-hit rate", "false-hit rate", "hit precision"], cache_rows))
+    for key in sorted(get(base, "cache", "at_threshold", default={}) or {}):
+        for name, block in (("base", base), ("adapter", adapter)):
+            point = get(block, "cache", "at_threshold", key, default={}) or {}
+            rows.append([key, name, pct(point.get("repeat_hit_rate")), pct(point.get("repeat_wrong_rate")),
+                         pct(point.get("novel_false_hit_rate")), pct(point.get("served_share")),
+                         pct(point.get("wrong_share")), fmt(point.get("correct_hits")),
+                         fmt(point.get("correct_by_equivalence"))])
+    parts.append('<h3 id="threshold">The cache at fixed thresholds (test)</h3>'
+                 f"<p>Every distinct test question is cached; repeats (paraphrases) and novel questions (hard negatives,"
+                 f" their own source and its equivalents left out of their lookup) are looked up; the traffic mix is"
+                 f" {esc(pct(rec.get('repeat_share')))} repeats. P-CHR AUC (precision against cache hit ratio): base "
+                 f"{esc(fmt(get(base, 'cache', 'p_chr', 'auc')))}, adapter {esc(fmt(get(adapter, 'cache', 'p_chr', 'auc')))}.</p>"
+                 + table(["threshold", "model", "repeat hit rate", "repeat wrong rate", "novel false-hit rate",
+                          "served share", "wrong share", "correct hits", "of which through equivalence"], rows))
 
-    # Summary with CIs.
+    # Pair figures with CIs.
     rows = []
     for key, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("triplet_accuracy", "triplet accuracy"),
                        ("mean_pos", "mean cosine anchor-positive"), ("mean_neg", "mean cosine anchor-negative"),
@@ -312,25 +343,26 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
                      signed(delta.get(key), higher_is_better=key != "mean_neg"), esc(_ci_text(ci, key))])
     for key in sorted(base.get("at_precision", {}) or {}):
         b, a = base["at_precision"][key] or {}, (adapter.get("at_precision", {}) or {}).get(key) or {}
-        rows.append([f"recall at precision {key}",
+        rows.append([f"recall at pair precision {key}",
                      f"{fmt(b.get('recall'))} (t={fmt(b.get('threshold'))})", f"{fmt(a.get('recall'))} (t={fmt(a.get('threshold'))})",
-                     signed(get(delta, "at_precision", key, "recall")), esc(_ci_text(ci, f"recall_at_precision_{key}"))])
-    rows.append(["best F1", f"{fmt(get(base, 'best_f1', 'f1'))} (t={fmt(get(base, 'best_f1', 'threshold'))})",
-                 f"{fmt(get(adapter, 'best_f1', 'f1'))} (t={fmt(get(adapter, 'best_f1', 'threshold'))})",
-                 signed(get(delta, "best_f1", "f1")), "n/a"])
-    rows.append(["cache rank-1 accuracy", fmt(get(base, "cache", "rank1_accuracy")), fmt(get(adapter, "cache", "rank1_accuracy")),
-                 signed(get(delta, "cache", "rank1_accuracy")), "n/a"])
-    parts.append('<h3 id="summary">Summary</h3>' + table(["figure", "base", "adapter", "delta", "95% CI of delta"], rows, {3, 4}))
+                     signed(get(delta, "at_precision", key, "recall")), "n/a"])
+    parts.append('<h3 id="summary">Pair figures (test)</h3>' + table(["figure", "base", "adapter", "delta", "95% CI of delta"], rows, {3, 4}))
 
-    rows = []
-    for key in sorted(base.get("at_threshold", {}) or {}):
-        b, a = base["at_threshold"][key], adapter["at_threshold"][key]
-        bc, ac = get(base, "cache", "at_threshold", key, default={}), get(adapter, "cache", "at_threshold", key, default={})
-        rows.append([key, b["precision"], b["recall"], b["f1"], a["precision"], a["recall"], a["f1"],
-                     bc.get("hit_rate"), ac.get("hit_rate"), bc.get("false_hit_rate"), ac.get("false_hit_rate")])
-    parts.append("<h3>At fixed thresholds</h3><p>The same threshold means different things for the two models.</p>" + table(
-        ["threshold", "base P", "base R", "base F1", "adapter P", "adapter R", "adapter F1",
-         "base cache hit rate", "adapter cache hit rate", "base false-hit rate", "adapter false-hit rate"], rows))
+    # The pair-based threshold (secondary).
+    pair = rec.get("pair_threshold") or {}
+    if pair:
+        rows = []
+        for name in ("adapter", "base"):
+            point = pair.get(name)
+            rows.append([name] + (["unreachable", None, None, None, None] if not point else
+                                  [fmt(point.get("threshold"), 4), get(point, "calibration", "precision"),
+                                   point.get("precision"), point.get("recall"), pct(get(point, "cache", "wrong_share"))]))
+        parts.append("<h3>Pair-based threshold (secondary)</h3>"
+                     f"<p>{esc(pair.get('note', ''))} Deploy precision {esc(fmt(pair.get('deploy_precision')))}.</p>"
+                     + table(["model", "threshold", "precision where chosen", "TEST pair precision", "TEST pair recall",
+                              "TEST cache wrong share"], rows))
+    if rec.get("note"):
+        parts.append(f'<div class="warn"><strong>The threshold moves.</strong> {esc(rec["note"])}</div>')
 
     for key, title in (("by_negative_kind", "By negative kind"), ("by_qtype", "By question type")):
         groups = test.get(key) or {}
@@ -343,7 +375,8 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
         if rows:
             parts.append(f"<h3>{esc(title)}</h3>" + table(
                 ["group", "triplets", "base ROC-AUC", "adapter ROC-AUC", "base triplet acc.", "adapter triplet acc.",
-                 "base margin", "adapter margin", "base recall at own threshold", "adapter recall at own threshold"], rows))
+                 "base margin", "adapter margin", "base pair recall at its deploy threshold",
+                 "adapter pair recall at its deploy threshold"], rows))
 
     parts.append('<h3 id="plots">Plots</h3>')
     for plot in plots:
@@ -367,29 +400,41 @@ def section_external(metrics: dict) -> str:
                      esc(f"{fmt(get(a, 'at_recommended_threshold', 'precision'))} / {fmt(get(a, 'at_recommended_threshold', 'recall'))}")])
     chosen = "validation" if get(metrics, "recommended_threshold", "chosen_on") == "val" else "test"
     parts.append("<p>Pairs labelled 1 (same intent, must hit) or 0 (different intent, must miss); precision/recall at each "
-                 f"model's own threshold (chosen on the {chosen} triplets).</p>")
+                 f"model's deploy threshold (chosen on the {chosen} cache simulation).</p>")
     parts.append(table(["set", "pairs", "base ROC-AUC", "adapter ROC-AUC", "delta", "base PR-AUC", "adapter PR-AUC", "delta",
                         "base P / R", "adapter P / R"], rows, set(range(10))))
     return "\n".join(parts)
 
 
+def shareable(data):
+    """A copy with every absolute local path replaced (cache_embed.paths.shareable_path)."""
+    if isinstance(data, dict):
+        return {key: shareable(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [shareable(value) for value in data]
+    if isinstance(data, str) and data.startswith("/"):
+        return shareable_path(data)
+    return data
+
+
 def render_report(domain: str, metrics: dict, plots: list[Path], queries_stats=None, split_stats=None,
-                  triplet_stats: dict | None = None, history=None, training_info=None, effective_config=None) -> str:
+                  triplet_stats: dict | None = None, history=None, training_info=None, effective_config=None,
+                  val_halves=None) -> str:
     models = metrics.get("models", {})
-    headline = (f"ROC-AUC {fmt(get(metrics, 'test', 'base', 'roc_auc'))} (base) &rarr; "
-                f"{fmt(get(metrics, 'test', 'adapter', 'roc_auc'))} (adapter)")
     body = [
         f"<h1>Cache-embedding report: {esc(domain)}</h1>",
         f"<p class=\"muted\">Base model {esc(models.get('adapter_base_model') or models.get('base', 'n/a'))}; "
-        f"adapter {esc(models.get('adapter', 'n/a'))}. {headline}.</p>",
-        '<nav><a href="#data">Data</a><a href="#training">Training</a><a href="#evaluation">Evaluation</a>'
-        '<a href="#threshold">Threshold</a><a href="#external">External sets</a><a href="#config">Config</a></nav>',
-        section_data(queries_stats, split_stats, triplet_stats or {}),
-        section_training(history, training_info),
+        f"adapter {esc(shareable_path(models.get('adapter')) or 'n/a')}.</p>",
+        section_answer(metrics),
+        '<nav><a href="#answer">Answer</a><a href="#data">Data</a><a href="#training">Training</a>'
+        '<a href="#evaluation">Evaluation</a><a href="#threshold">Cache</a><a href="#external">External sets</a>'
+        '<a href="#config">Config</a></nav>',
+        section_data(queries_stats, split_stats, triplet_stats or {}, val_halves),
+        section_training(history, shareable(training_info) if training_info is not None else None),
         section_metrics(metrics, plots),
         section_external(metrics),
         '<h2 id="config">Effective configuration</h2>',
-        f"<pre>{esc(json.dumps(effective_config, indent=2, sort_keys=True, ensure_ascii=False))}</pre>"
+        f"<pre>{esc(json.dumps(shareable(effective_config), indent=2, sort_keys=True, ensure_ascii=False))}</pre>"
         if effective_config is not None else '<p class="muted">not given</p>',
         "<h2>Versions</h2>" + key_value_table(metrics.get("versions", {})),
     ]
@@ -429,6 +474,7 @@ def parse_args(argv=None):
     parser.add_argument("--plots", nargs="*", default=[], help="PNG plots to embed")
     parser.add_argument("--queries-stats")
     parser.add_argument("--split-stats")
+    parser.add_argument("--val-halves", help="val_halves.stats.json (select/calibrate halves)")
     parser.add_argument("--triplet-stats", nargs="*", default=[], help="{split}.stats.json files")
     parser.add_argument("--history", help="training history.json")
     parser.add_argument("--training-info", help="the adapter's training_info.json")
@@ -465,6 +511,7 @@ def main(argv=None) -> int:
         queries_stats=_read_optional(args.queries_stats), split_stats=_read_optional(args.split_stats),
         triplet_stats=triplet_stats, history=_read_optional(args.history),
         training_info=_read_optional(args.training_info), effective_config=effective_config,
+        val_halves=_read_optional(args.val_halves),
     )
     with atomic_output(args.output) as handle:
         handle.write(page)

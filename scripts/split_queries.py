@@ -1,9 +1,12 @@
 """split_queries: deterministic train/val/test split grouped by focus entity.
 
-A record's entities are its focus CUIs (from every occurrence) where present, else its
-normalised focus text. Records that share an entity are one group (union-find), and a
-group goes to one split as a whole, so no focus entity is in two splits. Groups are
-ordered by a seeded hash and dealt greedily to the split furthest below its target size.
+A record's entities (cache_embed.focus_groups) are its focus CUIs, the normalised focus text of
+the record and of every occurrence, and its synonyms (bare abbreviations and strings under 5
+characters left out). Records that share an entity are one group (union-find), and a group goes
+to one split as a whole, so no focus entity, occurrence focus or synonym is in two splits. Groups
+are ordered by a seeded hash and dealt greedily to the split furthest below its target size.
+stats.json records the overlap check: entities shared between splits and the share of each
+split's records that share one with another split (both must be 0).
 """
 
 from __future__ import annotations
@@ -15,55 +18,14 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cache_embed.names import SPLITS
 from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import read_jsonl, write_json, write_jsonl
+from cache_embed.focus_groups import focus_entities, group_records
+from cache_embed.names import SPLITS
 from cache_embed.text import comparison_key
 
 LOG = logging.getLogger("split_queries")
 
-
-
-def focus_entities(record: dict) -> set[str]:
-    """The entities that must not cross splits: the focus CUIs, and the normalised focus text of
-    every occurrence (a merged record can come from documents with different foci)."""
-    cuis = {f"cui:{cui}" for cui in record.get("cuis") or []}
-    foci = {occ.get("focus") or "" for occ in record.get("occurrences") or []} | {record.get("focus") or ""}
-    entities = cuis | {f"focus:{comparison_key(focus)}" for focus in foci if comparison_key(focus)}
-    return entities or {f"record:{record['id']}"}
-
-
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, item: str) -> str:
-        self.parent.setdefault(item, item)
-        root = item
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[item] != root:
-            self.parent[item], item = root, self.parent[item]
-        return root
-
-    def union(self, first: str, second: str) -> None:
-        a, b = self.find(first), self.find(second)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-
-def group_records(records: list[dict]) -> dict[str, list[int]]:
-    union_find = _UnionFind()
-    entities_of = []
-    for record in records:
-        entities = sorted(focus_entities(record))
-        entities_of.append(entities)
-        for other in entities[1:]:
-            union_find.union(entities[0], other)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, entities in enumerate(entities_of):
-        groups[union_find.find(entities[0])].append(index)
-    return groups
 
 
 def assign_splits(groups: dict[str, list[int]], fractions: dict[str, float], seed: int) -> dict[str, str]:
@@ -97,6 +59,20 @@ def overlap_report(by_split: dict[str, list[dict]]) -> dict[str, int]:
     return {f"{a}&{b}": len(entities[a] & entities[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
 
 
+def residual_overlap_share(by_split: dict[str, list[dict]]) -> dict[str, float]:
+    """Per split, the share of its records that share an entity with a record of another split."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for split, records in by_split.items():
+        for record in records:
+            for entity in focus_entities(record):
+                owners[entity].add(split)
+    shares = {}
+    for split, records in by_split.items():
+        leaking = sum(1 for record in records if any(len(owners[e]) > 1 for e in focus_entities(record)))
+        shares[split] = leaking / len(records) if records else 0.0
+    return shares
+
+
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queries", required=True, type=Path)
@@ -127,6 +103,8 @@ def main(argv=None) -> int:
         "seed": args.seed, "fractions": fractions, "records": len(records), "groups": len(groups),
         "largest_group": largest, "sizes": {split: len(rows) for split, rows in by_split.items()},
         "focus_overlap": overlap, "focus_overlap_total": sum(overlap.values()),
+        "residual_overlap_share": residual_overlap_share(by_split),
+        "entity_definition": "cuis, focus and occurrence foci, synonyms (no bare abbreviations, >= 5 characters)",
     }
     if stats["focus_overlap_total"]:
         raise PipelineError(f"focus entities shared between splits: {overlap}; this is a bug, please report it")

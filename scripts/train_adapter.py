@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
-from cache_embed.files import sha256_file, dumps, make_readable, read_json, read_jsonl, write_json
+from cache_embed.files import dumps, make_readable, read_json, read_jsonl, sha256_file, write_json
+from cache_embed.paths import shareable_path
 from cache_embed.text import comparison_key
 
 LOG = logging.getLogger("train_adapter")
@@ -37,10 +38,6 @@ LOSSES = ("mnrl", "cached_mnrl", "gist")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 EVALUATOR_NAME = "val"
 RUN_CONFIG = "run_config.json"
-MEDQUAD_CITATION = (
-    "Ben Abacha and Demner-Fushman, A Question-Entailment Approach to Question Answering, "
-    "BMC Bioinformatics 20:511, 2019"
-)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -82,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="", help="torch device (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     parser.add_argument("--domain", default="", help="domain name for the model card")
+    parser.add_argument("--domain-spec", default=None,
+                        help="the domain's spec YAML: its card: block gives the card's data, source and licence")
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size", "lr", "scale", "eval_steps", "max_seq_length", "lora_r"):
         if getattr(args, name) <= 0:
@@ -139,7 +138,7 @@ def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: fl
     if max_examples and max_examples < len(kept):
         chosen = sorted(random.Random(seed).sample(range(len(kept)), max_examples))
         kept = [kept[index] for index in chosen]
-    stats = {"file": str(path), "records": total, "usable": available, "used": len(kept), "dropped": dropped}
+    stats = {"file": shareable_path(path), "records": total, "usable": available, "used": len(kept), "dropped": dropped}
     return kept, stats
 
 
@@ -287,94 +286,11 @@ def rewrite_adapter_config(adapter_dir: Path, hub_id: str, revision: str) -> Non
 
 
 def model_card(args, info: dict) -> str:
-    hp = info["hyperparameters"]
-    hub_id = info["base_model"]["name"]
-    revision = info["base_model"].get("revision") or "main"
-    domain = args.domain or "medical"
-    rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in sorted(hp.items()))
-    return f"""---
-library_name: sentence-transformers
-base_model: {hub_id}
-pipeline_tag: sentence-similarity
-license: cc-by-4.0
-tags:
-- sentence-transformers
-- peft
-- lora
-- semantic-cache
----
+    """The card written with the adapter (not evaluated yet); the model_card step rewrites it with
+    the measured figures after evaluation."""
+    from cache_embed.model_card import load_card_spec, render_card
 
-# LoRA adapter for `{hub_id}`: semantic cache for {domain} questions
-
-A LoRA adapter (PEFT, {info['trainable_parameters']:,} trainable parameters) for
-[`{hub_id}`](https://huggingface.co/{hub_id}) (revision `{revision}`), trained so that a
-rephrased question lands close to the original (a cache hit) while a related but different
-question about the same subject (other question type, same focus) lands further away (a miss).
-
-## Intended use
-
-Embedding questions for a semantic cache of medical questions: a new question reuses a
-stored answer when its cosine similarity to a cached question is above a threshold (see the
-evaluation section for thresholds and their precision). Not for diagnosis, triage or any
-clinical decision; the cache only decides whether two questions ask the same thing.
-
-## Loading
-
-```python
-from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{hub_id}")
-model.load_adapter("path/to/this/adapter")  # or a hub repo holding this folder
-embeddings = model.encode(["What causes asthma?"], normalize_embeddings=True)
-```
-
-Or with PEFT directly, wrapping the inner transformer:
-
-```python
-from peft import PeftModel
-
-model = SentenceTransformer("{hub_id}")
-model[0].model = PeftModel.from_pretrained(model[0].model, "path/to/this/adapter")
-```
-
-`scripts/merge_adapter.py` merges the adapter into a plain model (same embeddings, base speed).
-
-## Training data
-
-Triplets (anchor question, paraphrase, hard negative) built from MedQuAD
-(https://github.com/abachaa/MedQuAD), licensed CC BY 4.0. Cite: {MEDQUAD_CITATION}.
-Train split: {info['train']['used']} triplets ({info['train']['records']} in the file);
-validation: {info['val']['used']} triplets. Splits are disjoint by focus entity (no disease or
-drug in two splits).
-
-## Training
-
-Loss: `{info['loss']}` (MultipleNegativesRankingLoss family, scale {hp['scale']:g}) over (anchor,
-positive, negative), so each anchor is contrasted with its hard negative and with every other
-example of the batch; batches hold no duplicate texts. {info['steps']} optimizer steps,
-{info['epochs_done']:g} epoch(s), {info['precision']} on {info['device']}; the checkpoint kept is the
-best by `{info['metric_for_best_model']}` on the validation triplets ({info['best_metric']}).
-
-| hyperparameter | value |
-|---|---|
-{rows}
-
-## Evaluation
-
-Metrics are filled by evaluation (scripts/evaluate_adapter.py appends them below).
-
-## Limitations
-
-- English consumer-health questions in MedQuAD's style; other phrasings, languages and
-  domains are untested.
-- Paraphrases and hard negatives are machine-generated; their errors become training signal.
-- A cache threshold trades hit rate against wrong answers; pick it from the evaluation on
-  data like yours, and keep the cache away from questions where a near-miss is harmful.
-
-## Citation
-
-MedQuAD: {MEDQUAD_CITATION}.
-"""
+    return render_card(args.domain or "medical", info, load_card_spec(args.domain_spec))
 
 
 # --------------------------------------------------------------------------- main
@@ -486,7 +402,7 @@ def train(args) -> dict:
     history = split_history(state.log_history)
     examples_per_second = result.metrics.get("train_samples_per_second")
     info = {
-        "base_model": {"name": hub_id, "revision": revision, "local_path": str(Path(args.base_model).resolve())},
+        "base_model": {"name": hub_id, "revision": revision, "local_path": shareable_path(args.base_model)},
         "hyperparameters": {
             "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr, "scale": args.scale,
             "temperature": 1.0 / args.scale, "warmup_ratio": args.warmup_ratio, "scheduler": args.scheduler,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -73,6 +75,25 @@ def test_real_archive_parses_to_distinct_queries(medquad_splits):
     assert any(r["document_id"] == "0000007" and r["collection"] == "6_NINDS_QA" for r in records)
 
 
+def _independent_link_strings(record: dict) -> set[str]:
+    """What must not cross splits, computed here without split_queries' code: CUIs, and the
+    normalised focus, occurrence foci and synonyms of 5+ characters that are not bare
+    abbreviations (all capitals, up to 8 characters)."""
+    def norm(text):
+        return " ".join(re.sub(r"[^\w]+", " ", unicodedata.normalize("NFC", text).casefold()).split())
+
+    strings = {f"cui {cui}" for cui in record.get("cuis") or []}
+    texts = [record.get("focus")] + [o.get("focus") for o in record.get("occurrences") or []]
+    texts += list(record.get("synonyms") or [])
+    for text in texts:
+        if not isinstance(text, str):
+            continue
+        key = norm(text)
+        if len(key) >= 5 and not (len(text.strip()) <= 8 and text.strip() == text.strip().upper()):
+            strings.add(key)
+    return strings
+
+
 def test_real_archive_splits_are_focus_disjoint(medquad_splits):
     stats = json.loads((medquad_splits / "split.stats.json").read_text())
     assert stats["focus_overlap_total"] == 0
@@ -80,6 +101,23 @@ def test_real_archive_splits_are_focus_disjoint(medquad_splits):
     assert sum(sizes.values()) == stats["records"]
     assert 0.7 < sizes["train"] / stats["records"] < 0.9
     assert all(sizes[s] > 2000 for s in ("val", "test"))
+    # The leak check measured independently: no val or test record shares a CUI, focus, occurrence
+    # focus or synonym string with a record of another split.
+    strings = {split: [_independent_link_strings(r) for r in read_jsonl(medquad_splits / f"{split}.jsonl")]
+               for split in ("train", "val", "test")}
+    union = {split: set().union(*rows) for split, rows in strings.items()}
+    assert len(union["train"]) > 20000 and sum(len(rows) for rows in strings.values()) == stats["records"]
+    for split in ("val", "test"):
+        others = set().union(*(union[o] for o in union if o != split))
+        leaking = sum(1 for row in strings[split] if row & others)
+        assert leaking == 0, f"{leaking} {split} records share a focus string with another split"
+        assert stats["residual_overlap_share"][split] == 0.0
+    # The check can fail: a record whose focus is a train record's synonym is caught.
+    donor = next(r for r in read_jsonl(medquad_splits / "train.jsonl")
+                 if any(len(s) >= 8 and not s.isupper() for s in r.get("synonyms") or []))
+    synonym = next(s for s in donor["synonyms"] if len(s) >= 8 and not s.isupper())
+    planted = {"id": "x", "focus": synonym.upper().swapcase(), "cuis": [], "synonyms": [], "occurrences": []}
+    assert _independent_link_strings(planted) & union["train"]
 
 
 def test_snakemake_data_stage_is_byte_identical_across_runs(tmp_path, medquad_archive):

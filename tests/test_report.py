@@ -4,6 +4,7 @@ escaped, and rendered by a real headless Chromium without console errors or brok
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -70,7 +71,10 @@ def report_inputs(tmp_path_factory, medquad_splits) -> dict:
         "summary": {"train_runtime": 30.0}, "base": {"val_cosine_accuracy": 0.8}, "final": {"val_cosine_accuracy": 0.92},
     }
     write_json(out / "history.json", history)
-    write_json(out / "training_info.json", {"steps": 60, "base_model": {"name": EVIL}, "trainable_parameters": 73728})
+    write_json(out / "training_info.json", {"steps": 60, "base_model": {"name": EVIL, "local_path": "/home/someone/models/l6"},
+                                            "trainable_parameters": 73728})
+    write_json(out / "val_halves.stats.json", {"select": {"triplets": 61, "anchors": 20, "groups": 7},
+                                               "calibrate": {"triplets": 59, "anchors": 21, "groups": 8}})
     return {"dir": out, "plots": plots, "splits": medquad_splits}
 
 
@@ -85,6 +89,7 @@ def report_html(report_inputs, tmp_path_factory) -> Path:
         "--queries-stats", str(splits / "queries.stats.json"), "--split-stats", str(splits / "split.stats.json"),
         "--triplet-stats", str(inputs / "train.stats.json"), str(inputs / "val.stats.json"),
         "--history", str(inputs / "history.json"), "--training-info", str(inputs / "training_info.json"),
+        "--val-halves", str(inputs / "val_halves.stats.json"),
         "--effective-config-json", json.dumps(config), "--write-effective-config", str(out.parent / "effective_config.json"),
         "--output", str(out),
     ]) == 0
@@ -92,14 +97,14 @@ def report_html(report_inputs, tmp_path_factory) -> Path:
     return out
 
 
-def test_report_is_self_contained_and_escaped(report_html, medquad_splits):
+def test_report_is_self_contained_and_escaped(report_html, report_inputs, medquad_splits):
     page = report_html.read_text(encoding="utf-8")
     parser = Elements()
     parser.feed(page)
     tags = [tag for tag, _ in parser.elements]
     assert "script" not in tags and "link" not in tags and "iframe" not in tags
     images = [attrs for tag, attrs in parser.elements if tag == "img"]
-    assert len(images) == 4  # training curves + three evaluation plots
+    assert len(images) == 5  # training curves + four evaluation plots
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -113,12 +118,22 @@ def test_report_is_self_contained_and_escaped(report_html, medquad_splits):
     assert "url(" not in page and "@import" not in page
     # Content: data stats, split overlap, training, threshold warning, config.
     stats = json.loads((medquad_splits / "queries.stats.json").read_text(encoding="utf-8"))
-    assert f"<td>{stats['records']}</td>" in page
+    assert f"<td>{stats['records']:,}</td>" in page  # thousands separated
     assert "focus overlap between splits (must be 0)" in page
     assert "Dropped by reason" in page and "duplicate" in page and "Failures by reason" in page
-    assert "The threshold moves." in page and "Recommended threshold" in page
-    assert "<strong>chosen on 40 validation triplets</strong>" in page and "<strong>measured on the test triplets</strong>" in page
-    assert "<th>precision on val</th>" in page and "<th>TEST precision</th>" in page
+    assert "The threshold moves." in page and "Pair-based threshold (secondary)" in page
+    # The first section is the answer: deploy thresholds, test wrong share and repeat hit rate with intervals.
+    metrics = json.loads((report_inputs["dir"] / "metrics.json").read_text(encoding="utf-8"))
+    rec = metrics["recommended_threshold"]
+    first_h2 = re.search(r"<h2[^>]*>([^<]*)</h2>", page).group(1)
+    assert first_h2 == "The answer" and html.escape(rec["verdict"], quote=True) in page
+    answer = page[page.index('<section id="answer">'):page.index("</section>")]
+    assert "TEST wrong share [95% CI]" in answer and "TEST repeat hit rate [95% CI]" in answer
+    for name in ("adapter", "base"):
+        assert f"<td>{name}</td><td>{make_report.fmt(rec[name]['threshold'], 4)}</td>" in answer
+    assert "calibration half of the validation split" in answer
+    assert "/home/someone" not in page and "0.000<" not in page
+    assert "Validation halves" in page and "<td>61</td>" in page
     assert "95% CI of delta" in page and "By negative kind" in page and "llm_hard_negative" in page
     assert "External labelled pairs" in page and "Effective configuration" in page
     assert "https://x/{commit}.zip" in page
@@ -190,28 +205,54 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     match = re.search(r'data-image-check="([^"]*)"', result.stdout)
     assert match, "the page did not finish loading in Chromium:\n" + result.stdout[:2000]
     images = json.loads(match.group(1).replace("&quot;", '"'))
-    assert len(images) == 4
+    assert len(images) == 5
     assert all(image["complete"] and image["width"] > 0 and image["data"] for image in images), images
 
 
-def threshold_metrics(chosen_on: str, test_precision: float) -> dict:
-    point = {"threshold": 0.8123, "precision": test_precision, "recall": 0.4, "f1": 0.5,
-             "calibration": {"precision": 0.96, "recall": 0.5, "f1": 0.6}}
-    return {"recommended_threshold": {"deploy_precision": 0.95, "chosen_on": chosen_on, "calibration_triplets": 3000,
-                                      "note": "n", "adapter": point, "base": None, "cache": {}}}
+def deploy_metrics(chosen_on: str, held: bool) -> dict:
+    test = {"wrong_share": 0.03 if held else 0.09, "repeat_hit_rate": 0.41, "novel_false_hit_rate": 0.0002,
+            "wrong_share_ci": {"low": 0.02, "high": 0.045}, "repeat_hit_rate_ci": {"low": 0.38, "high": 0.44},
+            "novel_false_hit_rate_ci": {"low": 0.0001, "high": 0.0004}, "bound_held": held}
+    entry = {"threshold": 0.8123, "bound_met_on_val": True, "val": {"wrong_share_upper": 0.049}, "test": test}
+    return {"recommended_threshold": {"chosen_on": chosen_on, "calibration_triplets": 3000, "max_wrong_share": 0.05,
+                                      "repeat_share": 0.5, "rule": "the rule", "verdict": "computed verdict",
+                                      "adapter": entry, "base": None, "note": "n"}}
 
 
-def test_report_warns_when_test_precision_falls_under_the_deploy_precision():
-    page = make_report.section_metrics(threshold_metrics("val", 0.91), [])
-    assert "Test precision under the deploy precision (adapter)." in page
-    assert "reaches precision 0.960 on val but only 0.910 on test, under 0.950" in page
-    assert "<strong>chosen on 3000 validation triplets</strong>" in page
-    assert "Test precision under" not in make_report.section_metrics(threshold_metrics("val", 0.95), [])
+def test_answer_section_shows_the_bound_and_small_numbers_at_their_scale():
+    page = make_report.section_answer(deploy_metrics("val", True))
+    assert "computed verdict" in page and "<td>0.8123</td>" in page and "<td>yes</td>" in page
+    assert "0.02% [0.01%, 0.04%]" in page  # 2e-4 is not "0.000"
+    assert "calibration half of the validation split" in page
+    failed = make_report.section_answer(deploy_metrics("test", False))
+    assert "<td>NO</td>" in failed and "optimistic" in failed and "9.0%" in failed
 
 
-def test_report_says_when_the_threshold_was_chosen_on_test():
-    # chosen_on "test" and metrics.json files written before chosen_on existed.
-    for metrics in (threshold_metrics("test", 0.96), {"recommended_threshold": {"deploy_precision": 0.95}}):
-        page = make_report.section_metrics(metrics, [])
-        assert "chosen on the <strong>test triplets themselves</strong>" in page and "optimistic" in page
-        assert "<th>precision on test (same set)</th>" in page
+TRAINING_INFO = {
+    "hyperparameters": {"scale": 20.0, "epochs": 1}, "base_model": {"name": "sentence-transformers/all-MiniLM-L6-v2",
+                                                                    "revision": "x", "local_path": "resources/models/l6"},
+    "trainable_parameters": 73728, "train": {"used": 900, "records": 1000}, "val": {"used": 100}, "loss": "mnrl",
+    "steps": 60, "epochs_done": 1.0, "precision": "fp32", "device": "cpu", "metric_for_best_model": "eval_acc",
+    "best_metric": 0.9,
+}
+
+
+def test_model_card_carries_measured_figures_and_the_domain_spec(report_inputs, tmp_path):
+    import write_model_card
+    from cache_embed.model_card import load_card_spec, render_card
+
+    root = Path(__file__).resolve().parents[1] / "resources" / "domains"
+    write_json(tmp_path / "info.json", TRAINING_INFO)
+    out = tmp_path / "card.md"
+    assert write_model_card.main(["--domain", "medical", "--metrics", str(report_inputs["dir"] / "metrics.json"),
+                                  "--training-info", str(tmp_path / "info.json"), "--spec", str(root / "medical.yaml"),
+                                  "--output", str(out)]) == 0
+    card = out.read_text(encoding="utf-8")
+    metrics = json.loads((report_inputs["dir"] / "metrics.json").read_text(encoding="utf-8"))
+    rec = metrics["recommended_threshold"]
+    assert f"**Deploy threshold:** `{make_report.fmt(rec['adapter']['threshold'], 4)}`" in card
+    assert rec["verdict"] in card and "license: cc-by-4.0" in card and "BMC Bioinformatics 20:511, 2019" in card
+    assert "Not evaluated yet" not in card and "\n/" not in card and " /home" not in card
+    programming = render_card("programming", TRAINING_INFO, load_card_spec(root / "programming.yaml"))
+    assert "MedQuAD" not in programming and "license: other" in programming and "Not evaluated yet" in programming
+    assert "domains.programming.queries" in programming

@@ -83,7 +83,8 @@ def train_argv(files, base: Path, output: Path, *extra: str) -> list[str]:
         "--train-data", str(files["train"]), "--val-data", str(files["val"]), "--base-model", str(base),
         "--output", str(output), "--history", str(output.parent / "history.json"),
         "--checkpoint-dir", str(output.parent / "checkpoints"), "--batch-size", "16", "--max-seq-length", "32",
-        "--eval-steps", "5", "--threads", "2", *extra,
+        "--eval-steps", "5", "--threads", "2",
+        "--domain-spec", str(Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical.yaml"), *extra,
     ]
 
 
@@ -142,11 +143,12 @@ def test_adapter_folder_is_small_names_hub_id_and_documents_training(trained):
     info = read_json(trained / "training_info.json")
     assert info["trainable_parameters"] == 73_728
     assert info["base_model"]["name"] == L6_HUB_ID
+    assert not str(info["base_model"]["local_path"]).startswith("/")  # no absolute local path in shared outputs
     assert info["train"]["used"] == 128 and info["steps"] == 8 and info["resumed_from"] is None
     assert info["best_checkpoint"] in ("checkpoint-5", "checkpoint-8")
     card = (trained / "README.md").read_text()
     for text in ("CC BY 4.0", "Ben Abacha and Demner-Fushman", "BMC Bioinformatics 20:511, 2019",
-                 "filled by evaluation", "load_adapter", "Intended use", "Limitations", L6_HUB_ID):
+                 "Not evaluated yet", "load_adapter", "Intended use", "Limitations", L6_HUB_ID):
         assert text in card
     history = read_json(trained.parent / "history.json")
     assert history["train"] and all("loss" in entry for entry in history["train"])

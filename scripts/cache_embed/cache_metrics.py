@@ -11,6 +11,9 @@ Conventions:
 - `threshold_for_precision` returns None when no threshold reaches the target.
 - In bootstrap deltas, an unreachable target precision counts as recall 0.0
   (no usable threshold means the cache serves nothing at that precision).
+
+The operational cache simulation (repeats and novel questions, equivalence-aware) is in
+cache_embed.cache_sim.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ __all__ = [
     "pair_figures",
     "triplet_figures",
     "bootstrap_deltas",
-    "cache_simulation",
     "threshold_key",
 ]
 
@@ -270,13 +272,19 @@ def _resample_figures(scores, labels, weights, order, pair_weights_positive, pos
 
 
 def bootstrap_deltas(base_pos, base_neg, adapter_pos, adapter_neg, target_precisions: Iterable[float],
-                     resamples: int = 1000, seed: int = 7, level: float = 0.95, progress=None) -> dict:
-    """Paired bootstrap of adapter-minus-base deltas: resample triplets with replacement (the same
-    triplets for both models), recompute each figure, and take the percentile interval.
+                     resamples: int = 1000, seed: int = 7, level: float = 0.95, progress=None,
+                     groups=None) -> dict:
+    """Paired bootstrap of adapter-minus-base deltas: resample with replacement (the same draw for
+    both models), recompute each figure, and take the percentile interval.
 
-    Figures: roc_auc, pr_auc, triplet_accuracy, margin, recall_at_precision_<p>. Returns
-    {figure: {"delta", "low", "high", "level", "resamples"}}; the point delta is from the full set.
-    Weighted counts replace physical resampling, so each resample costs no sort."""
+    `groups`: a group id per triplet (e.g. its focus group); when given, whole groups are drawn
+    (a group brings all of its triplets), which is what clustered data needs: triplets of one
+    anchor or one disease are not independent. Without it, single triplets are drawn.
+
+    Figures: roc_auc, pr_auc, triplet_accuracy, margin, and recall_at_precision_<p> for each target
+    (that one re-tunes its threshold on every resample; pass no targets to leave it out). Returns
+    {figure: {"delta", "low", "high", "level", "resamples", "unit"}}; the point delta is from the
+    full set. Weighted counts replace physical resampling, so each resample costs no sort."""
     arrays = [np.asarray(a, dtype=np.float64) for a in (base_pos, base_neg, adapter_pos, adapter_neg)]
     n = arrays[0].size
     if any(a.size != n for a in arrays):
@@ -303,8 +311,19 @@ def bootstrap_deltas(base_pos, base_neg, adapter_pos, adapter_neg, target_precis
     iterator = range(resamples)
     if progress is not None:
         iterator = progress(iterator)
+    if groups is not None:
+        group_ids = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
+        if group_ids.size != n:
+            raise ValueError("bootstrap needs one group id per triplet")
+        n_groups = int(group_ids.max()) + 1
     for _ in iterator:
-        weights = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
+        if groups is None:
+            weights = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
+        else:
+            counts = np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)
+            weights = counts[group_ids].astype(np.float64)
+            if not weights.any():
+                continue
         for key, value in figures_for(weights).items():
             samples.setdefault(key, []).append(value)
     alpha = (1.0 - level) / 2.0
@@ -317,70 +336,6 @@ def bootstrap_deltas(base_pos, base_neg, adapter_pos, adapter_neg, target_precis
             "high": float(np.quantile(values, 1.0 - alpha)) if values.size else None,
             "level": level,
             "resamples": int(values.size),
+            "unit": "triplet" if groups is None else "group",
         }
     return intervals
-
-
-def cache_simulation(anchor_embeddings, anchor_keys: Sequence[str], positive_embeddings,
-                     positive_anchor_index: Sequence[int], negative_embeddings, negative_keys: Sequence[str],
-                     thresholds: Iterable[float], chunk: int = 2048) -> dict:
-    """Simulate a semantic cache holding every distinct anchor (rows of L2-normalised embeddings).
-
-    Each positive (paraphrase) is looked up: `rank1_accuracy` is the share whose nearest cached
-    anchor is its own; at a threshold, a `correct_hit` is own anchor nearest with similarity >=
-    threshold, a `wrong_hit` is another anchor nearest at >= threshold (a wrong answer served).
-    Each negative (a different question) is looked up among the anchors other than the one whose key
-    is its `negative_keys` entry: the cached question the negative was drawn from, or that has its
-    exact text (a cache already holding that question would rightly hit it;
-    `negatives_matching_an_anchor` counts those). A `false_hit` is any other anchor at >= threshold.
-    `hit_precision` is correct hits over all hits served to positives and negatives together."""
-    anchors = np.asarray(anchor_embeddings, dtype=np.float32)
-    positives = np.asarray(positive_embeddings, dtype=np.float32)
-    negatives = np.asarray(negative_embeddings, dtype=np.float32)
-    own = np.asarray(positive_anchor_index, dtype=np.int64)
-    key_to_anchor = {key: index for index, key in enumerate(anchor_keys)}
-    excluded = np.array([key_to_anchor.get(key, -1) for key in negative_keys], dtype=np.int64)
-
-    def nearest(queries, exclude=None):
-        best_index = np.empty(len(queries), dtype=np.int64)
-        best_score = np.empty(len(queries), dtype=np.float64)
-        for start in range(0, len(queries), chunk):
-            similarity = queries[start:start + chunk] @ anchors.T
-            if exclude is not None:
-                rows = np.flatnonzero(exclude[start:start + chunk] >= 0)
-                similarity[rows, exclude[start:start + chunk][rows]] = -np.inf
-            best_index[start:start + chunk] = similarity.argmax(axis=1)
-            best_score[start:start + chunk] = similarity.max(axis=1)
-        return best_index, best_score
-
-    result = {
-        "anchors": int(len(anchors)),
-        "positive_queries": int(len(positives)),
-        "negative_queries": int(len(negatives)),
-        "negatives_matching_an_anchor": int(np.sum(excluded >= 0)),
-        "at_threshold": {},
-    }
-    if len(anchors) == 0:
-        result["rank1_accuracy"] = None
-        return result
-    pos_index, pos_score = nearest(positives) if len(positives) else (np.zeros(0, int), np.zeros(0))
-    neg_index, neg_score = nearest(negatives, excluded) if len(negatives) else (np.zeros(0, int), np.zeros(0))
-    correct = pos_index == own
-    result["rank1_accuracy"] = float(correct.mean()) if len(positives) else None
-    for threshold in thresholds:
-        served_pos = pos_score >= threshold
-        correct_hits = int(np.sum(served_pos & correct))
-        wrong_hits = int(np.sum(served_pos & ~correct))
-        false_hits = int(np.sum(neg_score >= threshold))
-        served = correct_hits + wrong_hits + false_hits
-        result["at_threshold"][threshold_key(threshold)] = {
-            "threshold": float(threshold),
-            "correct_hits": correct_hits,
-            "wrong_hits": wrong_hits,
-            "false_hits": false_hits,
-            "hit_rate": correct_hits / len(positives) if len(positives) else None,
-            "wrong_hit_rate": wrong_hits / len(positives) if len(positives) else None,
-            "false_hit_rate": false_hits / len(negatives) if len(negatives) else None,
-            "hit_precision": correct_hits / served if served else 1.0,
-        }
-    return result

@@ -94,7 +94,7 @@ def _string_list(spec_path: Path, value: Any, where: str) -> None:
 
 
 SPEC_KEYS = {"role", "paraphrase_guidelines", "negative_guidelines", "examples"}
-OPTIONAL_SPEC_KEYS = {"domain", "description"}
+OPTIONAL_SPEC_KEYS = {"domain", "description", "card"}  # card: read by the model card
 
 
 def load_spec(path: str | os.PathLike) -> dict:

@@ -171,7 +171,16 @@ def merge(config: dict) -> dict:
     return {"atol": config["train"]["merge_atol"]}
 
 
-def evaluate(config: dict, external: dict[str, str]) -> dict:
+def equivalence_mode(config: dict, domain: str) -> str:
+    """How evaluation decides that two queries are the same question (cache_embed.equivalence)."""
+    return "medquad" if config["domains"][domain]["queries"] == "medquad" else "text"
+
+
+def split_val(config: dict) -> dict:
+    return {"calibrate-fraction": config["evaluate"]["calibrate_fraction"], "seed": config["split"]["seed"]}
+
+
+def evaluate(config: dict, domain: str, external: dict[str, str]) -> dict:
     """Every evaluate.* setting; `external` maps each labelled pair file's name to its path as the
     workflow resolves it (the files themselves are the rule's inputs)."""
     settings_of = config["evaluate"]
@@ -179,6 +188,9 @@ def evaluate(config: dict, external: dict[str, str]) -> dict:
         "thresholds": settings_of["thresholds"],
         "target-precisions": settings_of["target_precisions"],
         "deploy-precision": settings_of["deploy_precision"],
+        "max-wrong-share": settings_of["max_wrong_share"],
+        "repeat-share": settings_of["cache"]["repeat_share"],
+        "equivalence": equivalence_mode(config, domain),
         "bootstrap": settings_of["bootstrap"],
         "seed": settings_of["seed"],
         "batch-size": settings_of["batch_size"],

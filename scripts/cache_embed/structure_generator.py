@@ -12,7 +12,10 @@ Hard negatives (cache misses) are the split's own real questions, sometimes re-r
                             confusable with the anchor's ("symptoms of X" vs "treatment of X");
   same_qtype_other_focus -- same qtype, another focus of the same semantic type (same category when
                             the anchor has no semantic type), never one that shares a CUI or synonym.
-Kind 1 is preferred; kind 2 fills up. Everything is seeded per query: Random(f"{seed}:{query_id}").
+Kind 1 is preferred; kind 2 fills up. A negative is never equivalent to its anchor under
+cache_embed.equivalence (mode "medquad": shared qtype, occurrence qtypes included, and a direct
+focus link), the definition the evaluation judges cache hits by.
+Everything is seeded per query: Random(f"{seed}:{query_id}").
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from cache_embed.cli import PipelineError
+from cache_embed.equivalence import EquivalenceIndex
 from cache_embed.text import comparison_key, normalise_whitespace
 from cache_embed.triplet_quality import Candidate
 
@@ -185,6 +189,8 @@ class StructureBackend:
             if record.get("category"):
                 self.by_qtype_category[(record["qtype"], record["category"])].append(index)
         self.index_of = {r["id"]: i for i, r in enumerate(records)}
+        self.equivalence = EquivalenceIndex(records, mode="medquad")
+        self.equivalent_negatives_skipped = 0
         self._pools: dict[tuple, list[int]] = {}
         annotated = sum(1 for i, r in enumerate(records) if self.focus_key[i] and r.get("qtype"))
         if records and not annotated:
@@ -253,6 +259,12 @@ class StructureBackend:
             or self.focus_key[index] in self.synonym_keys[other]
         )
 
+    def _equivalent(self, index: int, other: int) -> bool:
+        """The same question by the evaluation's definition (counted: such a record is never a negative)."""
+        same = self.equivalence.equivalent(self.records[index]["id"], self.records[other]["id"])
+        self.equivalent_negatives_skipped += same
+        return same
+
     def negatives(self, index: int, count: int, rng: random.Random) -> list[Candidate]:
         record = self.records[index]
         qtype, focus = record["qtype"], record["focus"]
@@ -265,6 +277,8 @@ class StructureBackend:
             if other_qtype == qtype or frozenset((qtype, other_qtype)) in self.confusable:
                 continue
             if self.query_key[other] == self.query_key[index]:
+                continue
+            if self._equivalent(index, other):
                 continue
             by_qtype[other_qtype].append(other)
         other_qtypes = sorted(by_qtype)
@@ -283,7 +297,7 @@ class StructureBackend:
         while pool and len(result) < wanted and tries < 8 * wanted:
             tries += 1
             other = pool[rng.randrange(len(pool))]
-            if self._related(index, other) or self.focus_key[other] in chosen:
+            if self._related(index, other) or self.focus_key[other] in chosen or self._equivalent(index, other):
                 continue
             chosen.add(self.focus_key[other])
             other_record = self.records[other]

@@ -95,6 +95,7 @@ def all_targets():
             f"models/{domain}/merged",
             f"results/{domain}/eval/metrics.json",
             f"results/{domain}/report.html",
+            f"results/{domain}/model_card.md",
         ]
     return targets
 
@@ -181,7 +182,12 @@ def shard_stats(wildcards):
 
 # ---- evaluate ----------------------------------------------------------------------------------
 
-EVAL_PLOTS = ["similarity_histograms", "precision_recall", "threshold_sweep"]
+EVAL_PLOTS = [
+    "similarity_histograms",
+    "precision_recall",
+    "threshold_sweep",
+    "cache_operations",
+]
 
 
 def evaluation_external():
@@ -196,8 +202,12 @@ def evaluation_external_files():
     return list(evaluation_external().values())
 
 
+def split_val_settings(wildcards):
+    return step_settings.split_val(config)
+
+
 def evaluate_settings(wildcards):
-    return step_settings.evaluate(config, evaluation_external())
+    return step_settings.evaluate(config, wildcards.domain, evaluation_external())
 
 
 def report_settings(wildcards):
@@ -217,6 +227,7 @@ def report_settings(wildcards):
         "generate_triplets": generate_settings(wildcards),
         "gather_triplets": gather_settings(wildcards),
         "fetch_base_model": fetch_base_model_settings(wildcards),
+        "split_val_triplets": split_val_settings(wildcards),
         "train_adapter": train_settings(wildcards),
         "evaluate_adapter": evaluate_settings(wildcards),
     }

@@ -1,9 +1,43 @@
+# Evaluation as a semantic cache: val split in two halves (checkpoint selection / threshold
+# calibration), base against adapter on the held-out test split, the model card and the report.
+
+
+rule split_val_triplets:
+    input:
+        script=step_script("split_val_triplets.py"),
+        library=step_library("split_val_triplets.py"),
+        triplets="results/{domain}/triplets/val.jsonl",
+        queries="results/{domain}/splits/val.jsonl",
+    output:
+        select="results/{domain}/triplets/val_select.jsonl",
+        calibrate="results/{domain}/triplets/val_calibrate.jsonl",
+        stats="results/{domain}/triplets/val_halves.stats.json",
+    log:
+        "logs/{domain}/split_val_triplets.log",
+    benchmark:
+        "benchmarks/{domain}/split_val_triplets.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        settings=settings_param(split_val_settings),
+    shell:
+        "python {input.script:q} --triplets {input.triplets:q} --queries {input.queries:q}"
+        " --select {output.select:q} --calibrate {output.calibrate:q} --stats {output.stats:q}"
+        " {params.settings} > {log:q} 2>&1"
+
+
 rule evaluate_adapter:
     input:
         script=step_script("evaluate_adapter.py"),
         library=step_library("evaluate_adapter.py"),
         triplets="results/{domain}/triplets/test.jsonl",
-        calibration_triplets="results/{domain}/triplets/val.jsonl",
+        queries="results/{domain}/splits/test.jsonl",
+        calibration_triplets="results/{domain}/triplets/val_calibrate.jsonl",
+        calibration_queries="results/{domain}/splits/val.jsonl",
         adapter="models/{domain}/adapter",
         base_model=base_model_dir(),
         external=evaluation_external_files(),
@@ -13,6 +47,7 @@ rule evaluate_adapter:
         similarity_histograms=evaluation_plot("similarity_histograms"),
         precision_recall=evaluation_plot("precision_recall"),
         threshold_sweep=evaluation_plot("threshold_sweep"),
+        cache_operations=evaluation_plot("cache_operations"),
     log:
         "logs/{domain}/evaluate_adapter.log",
     benchmark:
@@ -28,10 +63,35 @@ rule evaluate_adapter:
         settings=settings_param(evaluate_settings),
     shell:
         "HF_HUB_OFFLINE=1 python {input.script:q} --triplets {input.triplets:q}"
-        " --base-model {input.base_model:q} --adapter {input.adapter:q}"
-        " --calibration-triplets {input.calibration_triplets:q}"
+        " --queries {input.queries:q} --base-model {input.base_model:q} --adapter {input.adapter:q}"
         " --output-json {output.metrics:q} --output-md {output.markdown:q}"
-        " --plots-dir {params.plots_dir:q} {params.settings} > {log:q} 2>&1"
+        " --plots-dir {params.plots_dir:q} --calibration-triplets {input.calibration_triplets:q}"
+        " --calibration-queries {input.calibration_queries:q} {params.settings} > {log:q} 2>&1"
+
+
+rule model_card:
+    input:
+        script=step_script("write_model_card.py"),
+        library=step_library("write_model_card.py"),
+        metrics="results/{domain}/eval/metrics.json",
+        adapter="models/{domain}/adapter",
+        spec=generate_spec,
+    output:
+        card="results/{domain}/model_card.md",
+    log:
+        "logs/{domain}/model_card.log",
+    benchmark:
+        "benchmarks/{domain}/model_card.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "python {input.script:q} --domain {wildcards.domain} --metrics {input.metrics:q}"
+        " --training-info {input.adapter:q}/training_info.json --spec {input.spec:q}"
+        " --output {output.card:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -42,6 +102,7 @@ rule report:
         plots=expand("results/{{domain}}/eval/plots/{name}.png", name=EVAL_PLOTS),
         queries_stats="results/{domain}/queries.stats.json",
         split_stats="results/{domain}/splits/stats.json",
+        val_halves="results/{domain}/triplets/val_halves.stats.json",
         triplet_stats=expand(
             "results/{{domain}}/triplets/{split}.stats.json", split=SPLITS
         ),
@@ -69,7 +130,8 @@ rule report:
     shell:
         "python {input.script:q} --domain {wildcards.domain} --metrics {input.metrics:q}"
         " --plots {input.plots:q} --queries-stats {input.queries_stats:q}"
-        " --split-stats {input.split_stats:q} --triplet-stats {input.triplet_stats:q}"
+        " --split-stats {input.split_stats:q} --val-halves {input.val_halves:q}"
+        " --triplet-stats {input.triplet_stats:q}"
         " --history {input.history:q} --training-info {input.adapter:q}/training_info.json"
         " --effective-config-json {params.step_settings:q}"
         " --write-effective-config {output.effective_config:q} --output {output.html:q}"

@@ -27,8 +27,10 @@ rule train_adapter:
         script=step_script("train_adapter.py"),
         library=step_library("train_adapter.py"),
         train="results/{domain}/triplets/train.jsonl",
-        val="results/{domain}/triplets/val.jsonl",
+        # Checkpoints are selected on one half of val; the deploy threshold is calibrated on the other.
+        val="results/{domain}/triplets/val_select.jsonl",
         base_model=base_model_dir(),
+        spec=generate_spec,
     output:
         adapter=directory("models/{domain}/adapter"),
         history="results/{domain}/train/history.json",
@@ -53,7 +55,7 @@ rule train_adapter:
         " --val-data {input.val:q} --base-model {input.base_model:q}"
         " --output {output.adapter:q} --history {output.history:q}"
         " --checkpoint-dir {params.checkpoint_dir:q} --domain {wildcards.domain}"
-        " --threads {threads} {params.settings} > {log:q} 2>&1"
+        " --domain-spec {input.spec:q} --threads {threads} {params.settings} > {log:q} 2>&1"
 
 
 rule merge_adapter:

@@ -1,0 +1,168 @@
+"""Inputs of the evaluation: triplets, labelled external pairs, query records and their focus groups."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from cache_embed.cli import PipelineError
+from cache_embed.files import read_jsonl, read_jsonl_numbered
+from cache_embed.text import comparison_key
+
+from cache_embed.focus_groups import group_of_record
+
+TRUE_LABELS = {"1", "1.0", "true", "yes"}
+FALSE_LABELS = {"0", "0.0", "false", "no"}
+EXTERNAL_COLUMNS = ("question_1", "question_2", "label")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def load_triplets(path: str | Path) -> list[dict]:
+    triplets = []
+    for number, record in enumerate(read_jsonl(path), start=1):
+        for field in ("anchor", "positive", "negative"):
+            value = record.get(field)
+            if not isinstance(value, str) or not value.strip():
+                raise PipelineError(
+                    f"{path}: triplet {number} (id {record.get('id', '?')}) has no text in '{field}';"
+                    " regenerate the triplets or remove that record"
+                )
+        triplets.append(record)
+    if not triplets:
+        raise PipelineError(f"{path}: no triplets to evaluate; check the generation step's stats")
+    return triplets
+
+
+def _parse_label(value, path, line) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        return int(value)
+    text = str(value).strip().casefold()
+    if text in TRUE_LABELS:
+        return 1
+    if text in FALSE_LABELS:
+        return 0
+    raise PipelineError(f"{path}:{line}: label {value!r} is not 1 (same intent) or 0 (different intent); fix that row")
+
+
+def _check_pair(row: dict, path, line) -> tuple[str, str, int]:
+    missing = [column for column in EXTERNAL_COLUMNS if column not in row or row[column] is None]
+    if missing:
+        raise PipelineError(
+            f"{path}:{line}: missing {', '.join(missing)}; each pair needs question_1, question_2 and label"
+        )
+    texts = []
+    for column in ("question_1", "question_2"):
+        value = row[column]
+        if not isinstance(value, str) or not value.strip():
+            raise PipelineError(f"{path}:{line}: '{column}' is empty or not text; fix that row")
+        texts.append(value.strip())
+    return texts[0], texts[1], _parse_label(row["label"], path, line)
+
+
+def load_external_pairs(path: str | Path) -> list[tuple[str, str, int]]:
+    """Labelled question pairs from CSV (header question_1,question_2,label) or JSONL (one object
+    per line with those keys). label: 1 same intent (must hit), 0 different intent (must miss)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: external pair file not found; fix evaluate.external in the config")
+    suffix = path.suffix.casefold()
+    pairs = []
+    if suffix in (".csv", ".tsv"):
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            header = [name.strip() for name in (reader.fieldnames or [])]
+            missing = [column for column in EXTERNAL_COLUMNS if column not in header]
+            if missing:
+                raise PipelineError(
+                    f"{path}:1: header lacks column(s) {', '.join(missing)}; the header must name"
+                    f" {', '.join(EXTERNAL_COLUMNS)} (found: {', '.join(header) or 'nothing'})"
+                )
+            reader.fieldnames = header
+            for row in reader:
+                if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
+                    continue
+                pairs.append(_check_pair(row, path, reader.line_num))
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        for line_number, row in read_jsonl_numbered(path):
+            pairs.append(_check_pair(row, path, line_number))
+    else:
+        raise PipelineError(f"{path}: unknown external pair format '{path.suffix}'; use .csv, .tsv or .jsonl")
+    labels = {label for _, _, label in pairs}
+    if labels != {0, 1}:
+        raise PipelineError(
+            f"{path}: needs at least one pair labelled 1 and one labelled 0 (found {len(pairs)} pairs,"
+            f" labels {sorted(labels)})"
+        )
+    return pairs
+
+
+def calibration_subset(triplets: list[dict], limit: int, seed: int) -> list[dict]:
+    """A seeded subset of at most `limit` triplets (0: all), in file order, taking whole anchors
+    (every triplet of a chosen anchor), so that the subset's cache holds complete questions."""
+    if limit <= 0 or len(triplets) <= limit:
+        return list(triplets)
+    by_anchor: dict[str, list[int]] = {}
+    for row, triplet in enumerate(triplets):
+        by_anchor.setdefault(triplet.get("query_id") or comparison_key(triplet.get("anchor") or ""), []).append(row)
+    anchors = sorted(by_anchor)
+    np.random.default_rng(seed).shuffle(anchors)
+    rows: list[int] = []
+    for anchor in anchors:
+        if len(rows) + len(by_anchor[anchor]) > limit:
+            continue
+        rows += by_anchor[anchor]
+    return [triplets[row] for row in sorted(rows)]
+
+
+def load_query_records(path: str | Path | None) -> list[dict] | None:
+    """The split's query records (for equivalence and focus groups); None without a path."""
+    if not path:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: query records not found; pass the split JSONL the triplets were made from")
+    records = []
+    for line, record in read_jsonl_numbered(path):
+        if not isinstance(record.get("id"), str) or not record["id"]:
+            raise PipelineError(f"{path}:{line}: query record without an id; regenerate the split")
+        records.append(record)
+    return records
+
+
+def check_triplets_match_records(triplets: list[dict], records: list[dict], path) -> None:
+    """Every triplet's query_id must be a record of the split (else the files are from different runs)."""
+    ids = {record["id"] for record in records}
+    missing = [t.get("query_id") for t in triplets if t.get("query_id") and t["query_id"] not in ids]
+    if missing:
+        raise PipelineError(
+            f"{path}: {len(missing)} triplet(s) name a query_id that is not in the query records (first:"
+            f" {missing[0]!r}); the triplets and the split come from different runs: regenerate the triplets"
+        )
+
+
+def attach_groups(triplets: list[dict], records: list[dict] | None) -> tuple[list[dict], int]:
+    """Copies of the triplets with `group`: the focus group of the anchor's record (focus_groups),
+    or the anchor's own text without records. Returns (triplets, number of groups)."""
+    group_of = group_of_record(records) if records else {}
+    out = []
+    for triplet in triplets:
+        group = group_of.get(triplet.get("query_id")) or f"anchor:{comparison_key(triplet['anchor'])}"
+        out.append({**triplet, "group": group})
+    return out, len({t["group"] for t in out})
+
+
+def parse_external(values: list[str]) -> dict[str, str]:
+    external = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise PipelineError(f"--external {value!r}: expected NAME=PATH")
+        if name in external:
+            raise PipelineError(f"--external: the name '{name}' is given twice")
+        external[name] = path
+    return external

@@ -92,18 +92,31 @@ def scripts_of(path: Path, block: str) -> list[Path]:
     return found
 
 
+LIBRARY = SCRIPTS / "cache_embed"
+
+
 @lru_cache(maxsize=None)
 def module_imports(script: Path) -> frozenset[str]:
-    """Top-level names of all modules imported anywhere in `script` and, recursively, in the
-    sibling modules of scripts/ that it imports."""
+    """Top-level names of the third-party modules imported anywhere in `script` and, recursively, in the
+    project's own modules it imports (sibling step scripts, and the cache_embed library)."""
     tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
-    names = set()
+    names, own = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            for alias in node.names:
+                top, _, rest = alias.name.partition(".")
+                (own.add(LIBRARY / f"{rest.split('.')[0]}.py") if top == "cache_embed" and rest else names.add(top))
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            top, _, rest = node.module.partition(".")
+            if top == "cache_embed":
+                modules = [rest.split(".")[0]] if rest else [alias.name for alias in node.names]
+                own.update(LIBRARY / f"{module}.py" for module in modules)
+            else:
+                names.add(top)
     result = set()
+    for module in own:
+        if module.exists() and module != script:
+            result |= module_imports(module)
     for name in names:
         sibling = script.parent / f"{name}.py"
         if sibling.exists() and sibling != script:

@@ -265,7 +265,7 @@ def test_each_loss_trains_on_the_hard_negative_column(loss, base_dir, triplet_fi
     import torch
 
     args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", str(base_dir),
-                                     "--output", "z", "--loss", loss, "--mini-batch-size", "4",
+                                     "--output", "z", *step_argv("train"), "--loss", loss, "--mini-batch-size", "4",
                                      "--max-seq-length", "32"])
     assert args.scale == 20.0
     model = train_adapter.load_base(str(base_dir), "cpu", 32)

@@ -129,13 +129,19 @@ def generate_runtime(wildcards):
     return 20 if generate_backend(wildcards.domain) == "structure" else 720
 
 
+def domain_spec(wildcards):
+    """The domain's spec (resources/domains/<domain>.yaml): prompts, and the model card's data,
+    provenance and licence."""
+    return project_path(config["domains"][wildcards.domain]["spec"])
+
+
 def generate_inputs(wildcards):
     """The split, plus the forms bank (structure) or the domain's prompt spec (LLM backends)."""
     inputs = {"split": f"results/{wildcards.domain}/splits/{wildcards.split}.jsonl"}
     if generate_backend(wildcards.domain) == "structure":
         inputs["forms"] = project_path(config["generate"]["structure"]["forms"])
     else:
-        inputs["spec"] = project_path(config["domains"][wildcards.domain]["spec"])
+        inputs["spec"] = domain_spec(wildcards)
     return inputs
 
 

@@ -1,7 +1,9 @@
 rule download_medquad:
     input:
-        script=step_script("download_medquad.py"),
-        library=step_library("download_medquad.py"),
+        # ancient(): the archive is verified against the pinned content digest, so editing the
+        # downloader never makes a verified archive stale (nor asks an offline machine to refetch).
+        script=ancient(step_script("download_medquad.py")),
+        library=[ancient(path) for path in step_library("download_medquad.py")],
     output:
         archive=protected("resources/medquad/MedQuAD-{commit}.zip"),
     log:

@@ -75,7 +75,7 @@ rule model_card:
         library=step_library("write_model_card.py"),
         metrics="results/{domain}/eval/metrics.json",
         adapter="models/{domain}/adapter",
-        spec=generate_spec,
+        spec=domain_spec,
     output:
         card="results/{domain}/model_card.md",
     log:

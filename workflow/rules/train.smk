@@ -30,7 +30,7 @@ rule train_adapter:
         # Checkpoints are selected on one half of val; the deploy threshold is calibrated on the other.
         val="results/{domain}/triplets/val_select.jsonl",
         base_model=base_model_dir(),
-        spec=generate_spec,
+        spec=domain_spec,
     output:
         adapter=directory("models/{domain}/adapter"),
         history="results/{domain}/train/history.json",

@@ -60,7 +60,9 @@ from pathlib import Path
 
 import numpy as np
 from cache_embed.equivalence import MODES
+from cache_embed.cache_sim import cached_entry_count
 from cache_embed.eval_data import (
+    calibration_distractors,
     calibration_subset,
     check_triplets_match_records,
     load_external_pairs,
@@ -75,6 +77,7 @@ from cache_embed.numbers import fmt, pct
 from cache_embed.paths import shareable_path
 from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import atomic_output, write_json
+from cache_embed.text import comparison_key
 
 LOG = logging.getLogger("evaluate_adapter")
 
@@ -141,6 +144,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         " chosen; without it the threshold is chosen on the test triplets (optimistic)",
     )
     parser.add_argument(
+        "--calibration-distractors",
+        metavar="PATH",
+        help="query records of other focus groups (the train split): the calibration cache is padded with"
+        " them to the test cache's size, so the threshold is chosen where a lookup has as many wrong"
+        " neighbours as on test",
+    )
+    parser.add_argument(
         "--calibration-queries",
         default=None,
         metavar="PATH",
@@ -196,8 +206,15 @@ def main(argv=None) -> int:
         )
     else:
         LOG.warning("no --calibration-triplets: the threshold is chosen on the test triplets (optimistic)")
+    distractors = []
+    if calibration is not None:
+        padding = cached_entry_count(triplets) - cached_entry_count(calibration)
+        taken = {comparison_key(t[field]) for t in triplets + calibration for field in ("anchor", "positive", "negative")}
+        distractors = calibration_distractors(args.calibration_distractors, padding, args.seed, taken)
+        LOG.info("calibration cache padded with %d questions of other focus groups to the test cache's size", len(distractors))
     texts = sorted(
-        {text for t in triplets + (calibration or []) for text in (t["anchor"], t["positive"], t["negative"])}
+        set(distractors)
+        | {text for t in triplets + (calibration or []) for text in (t["anchor"], t["positive"], t["negative"])}
         | {text for spec in external.values() for a, b, _ in spec["pairs"] for text in (a, b)}
     )
     base, tuned = encode_all(texts, args.base_model, args.adapter, args.batch_size)
@@ -220,6 +237,7 @@ def main(argv=None) -> int:
         calibration_available=available,
         test_records=test_records,
         calibration_records=calibration_records,
+        calibration_distractors=distractors,
         equivalence_mode=args.equivalence,
         repeat_share=args.repeat_share,
         max_wrong_share=args.max_wrong_share,
@@ -245,6 +263,7 @@ def main(argv=None) -> int:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "calibration_triplets": shareable_path(args.calibration_triplets),
+        "calibration_distractors": shareable_path(args.calibration_distractors),
         "max_calibration_triplets": args.max_calibration_triplets,
     }
     metrics["versions"] = versions()

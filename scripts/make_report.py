@@ -296,7 +296,9 @@ def section_answer(metrics: dict) -> str:
         boot = rec.get("bootstrap") or {}
         parts.append(
             f'<p class="muted" id="threshold-provenance">Chosen on {esc(chosen)} ({esc(fmt(rec.get("calibration_triplets")))}'
-            f" triplets, a cache of {esc(fmt(get(rec, 'calibration_cache', 'cached_entries')))} questions) as {esc(rec['rule'])};"
+            f" triplets, a cache of {esc(fmt(get(rec, 'calibration_cache', 'cached_entries')))} questions, of which"
+            f" {esc(fmt(get(rec, 'calibration_cache', 'distractor_entries', default=0)))} are train questions padding it"
+            f" to the test cache's size) as {esc(rec['rule'])};"
             f" traffic mix {esc(pct(rec.get('repeat_share')))} repeats. Measured on test (a cache of"
             f" {esc(fmt(get(rec, 'test_cache', 'cached_entries')))} questions). A served answer is correct when the"
             f" cached question is equivalent to the incoming one ({esc(rec.get('equivalence'))}). Intervals: paired"

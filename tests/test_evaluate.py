@@ -229,6 +229,27 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
     assert blind.repeat_correct.tolist() == [False, True, False, True]
 
 
+def test_distractor_entries_pad_the_cache_and_are_never_a_correct_answer():
+    """Questions of other focus groups cached beside the anchors: a repeat that lands on one is served a
+    wrong answer, a novel question may hit one, and a distractor equal to an anchor is not cached twice."""
+    from cache_embed import cache_sim
+
+    triplets = [{"anchor": "A", "positive": "pa", "negative": "na", "query_id": "a", "negative_query_id": None},
+                {"anchor": "B", "positive": "pb", "negative": "nb", "query_id": "b", "negative_query_id": None}]
+    assert cache_sim.cached_entry_count(triplets) == 2
+    vectors = {"A": _unit(1, 0, 0, 0), "B": _unit(0, 1, 0, 0), "D": _unit(0, 0, 1, 0),
+               "pa": _unit(0.1, 0, 1, 0),   # nearest is the distractor D: a wrong answer
+               "pb": _unit(0, 1, 0.1, 0),   # own anchor B
+               "na": _unit(0, 0, 0.9, 0.1),  # hits D: a false hit
+               "nb": _unit(0, 0, 0, 1)}     # hits nothing above 0
+    plan = cache_sim.build_plan(triplets, None, distractors=["D", "a"])  # "a" is A's text: not cached again
+    assert plan.counts["cached_entries"] == 3 and plan.counts["distractor_entries"] == 1
+    lookups = cache_sim.simulate(plan, lambda texts: np.stack([vectors[t] for t in texts]))
+    assert lookups.repeat_correct.tolist() == [False, True]
+    at = cache_sim.cache_block(plan, lookups, [0.5], repeat_share=0.5)["at_threshold"]["0.50"]
+    assert (at["correct_hits"], at["wrong_hits"], at["false_hits"]) == (1, 1, 1)
+
+
 def test_deploy_threshold_is_the_lowest_meeting_the_bound():
     from cache_embed import cache_sim
     from cache_embed.intervals import clopper_pearson
@@ -428,6 +449,7 @@ def evaluated(tmp_path_factory, real_test_triplets, real_val_triplets, tiny_adap
         "--thresholds", "0.8", "0.85", "0.9", "--target-precisions", "0.95", "0.99", "--deploy-precision", "0.9",
         "--bootstrap", "100", "--seed", "7", "--batch-size", "32",
         "--calibration-triplets", str(real_val_triplets), "--max-calibration-triplets", "40",
+        "--calibration-distractors", str(medquad_splits / "train.jsonl"),
         "--external", f"csv_set={DATA / 'external_pairs.csv'}", f"jsonl_set={DATA / 'external_pairs.jsonl'}",
     ]) == 0
     return out
@@ -460,6 +482,10 @@ def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets, real_v
     assert set(test["ci"]) == {"roc_auc", "pr_auc", "triplet_accuracy", "margin"}
     assert test["ci"]["roc_auc"]["resamples"] == 100 and test["ci"]["roc_auc"]["unit"] == "group"
     assert metrics["counts"]["focus_groups"] <= len({t["query_id"] for t in triplets})
+    # The threshold is chosen on a cache as large as the test cache: val anchors padded with train questions.
+    rec = metrics["recommended_threshold"]
+    assert rec["calibration_cache"]["cached_entries"] == rec["test_cache"]["cached_entries"]
+    assert rec["calibration_cache"]["distractor_entries"] > 0
     assert set(test["by_negative_kind"]) == {"same_focus_other_qtype", "same_qtype_other_focus"}
     assert sum(g["triplets"] for g in test["by_qtype"].values()) == 48
     assert set(test["by_qtype"][next(iter(test["by_qtype"]))]) == {"triplets", "base", "adapter"}

@@ -42,6 +42,7 @@ __all__ = [
     "Sweep",
     "bootstrap_operating_points",
     "build_plan",
+    "cached_entry_count",
     "cache_block",
     "choose_threshold",
     "operating_point",
@@ -80,8 +81,16 @@ def _entry_key(triplet: dict) -> tuple:
     return ("id", query_id) if query_id else ("text", comparison_key(triplet["anchor"]))
 
 
-def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None) -> CachePlan:
+def cached_entry_count(triplets: list[dict]) -> int:
+    """How many cache entries the triplets' distinct anchors make (as build_plan counts them)."""
+    return len({_entry_key(triplet) for triplet in triplets})
+
+
+def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None, distractors=()) -> CachePlan:
     """Cache entries, deduplicated repeat and novel lookups, and what each may be served.
+
+    `distractors`: texts cached beside the anchors (questions of other focus groups, which no lookup
+    may be served: a hit on one is wrong), so that a small cache can stand in for a larger one.
 
     `index`: equivalence over the query records the triplets come from (their `query_id` and
     `negative_query_id`); None judges by identity and equal text only. A lookup's group is its
@@ -95,6 +104,15 @@ def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None) -> C
             entry_text.append(triplet["anchor"])
             entry_record.append(triplet.get("query_id"))
             entry_keys.append(comparison_key(triplet["anchor"]))
+    anchor_entries = len(entry_text)
+    known_keys = set(entry_keys)
+    for text in distractors:
+        key = comparison_key(text)
+        if key not in known_keys:
+            known_keys.add(key)
+            entry_text.append(text)
+            entry_record.append(None)
+            entry_keys.append(key)
     entries_by_record: dict[str, list[int]] = {}
     entries_by_key: dict[str, list[int]] = {}
     for position, (record_id, key) in enumerate(zip(entry_record, entry_keys)):
@@ -141,6 +159,7 @@ def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None) -> C
             novel_group.append(group)
     counts = {
         "cached_entries": len(entry_text),
+        "distractor_entries": len(entry_text) - anchor_entries,
         "repeat_lookups": len(repeat_text),
         "novel_lookups": len(novel_text),
         "repeats_with_equivalent_entries": int(sum(len(a) > 1 for a in repeat_accept)),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_jsonl, read_jsonl_numbered
-from cache_embed.text import comparison_key
+from cache_embed.text import comparison_key, stable_id
 
 from cache_embed.focus_groups import group_of_record
 
@@ -132,6 +132,30 @@ def load_query_records(path: str | Path | None) -> list[dict] | None:
             raise PipelineError(f"{path}:{line}: query record without an id; regenerate the split")
         records.append(record)
     return records
+
+
+def calibration_distractors(path: str | Path | None, count: int, seed: int, exclude: set[str]) -> list[str]:
+    """`count` questions of the split at `path` (the train split: other focus groups than val and
+    test), a seeded choice, none whose text is in `exclude` (comparison keys): cached beside the
+    calibration anchors so that the threshold is chosen on a cache as large as the test cache, where
+    a repeat has as many wrong neighbours to land on."""
+    if not path or count <= 0:
+        return []
+    records = load_query_records(path)
+    chosen, seen = [], set(exclude)
+    for record in sorted(records, key=lambda r: stable_id("d", str(seed), r["id"])):
+        key = comparison_key(record.get("query") or "")
+        if key and key not in seen:
+            seen.add(key)
+            chosen.append(record["query"])
+            if len(chosen) == count:
+                break
+    if len(chosen) < count:
+        raise PipelineError(
+            f"{path}: only {len(chosen)} questions to pad the calibration cache with, {count} needed;"
+            " pass a larger split as --calibration-distractors"
+        )
+    return chosen
 
 
 def check_triplets_match_records(triplets: list[dict], records: list[dict], path) -> None:

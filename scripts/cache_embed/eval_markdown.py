@@ -53,7 +53,9 @@ def provenance(rec: dict) -> str:
     )
     return (
         f"Each threshold is chosen on {source}, {fmt(rec.get('calibration_triplets'))} triplets and a cache of"
-        f" {fmt(rec['calibration_cache']['cached_entries'])} questions, as {rec['rule']}"
+        f" {fmt(rec['calibration_cache']['cached_entries'])} questions (of which"
+        f" {fmt(rec['calibration_cache'].get('distractor_entries', 0))} train questions padding it to the test"
+        f" cache's size), as {rec['rule']}"
         f" ({pct(rec['max_wrong_share'])}), for a traffic mix of {pct(rec['repeat_share'])} repeats."
         f" It is measured on test (a cache of {fmt(rec['test_cache']['cached_entries'])} questions)."
     )

@@ -179,6 +179,7 @@ def compute_metrics(
     *,
     test_records: list[dict] | None = None,
     calibration_records: list[dict] | None = None,
+    calibration_distractors: list[str] = (),
     equivalence_mode: str = "medquad",
     repeat_share: float = 0.5,
     max_wrong_share: float = 0.05,
@@ -205,7 +206,7 @@ def compute_metrics(
     else:
         calibration_triplets, _ = attach_groups(calibration, calibration_records)
         calibration_index = EquivalenceIndex(calibration_records, equivalence_mode) if calibration_records else None
-        calibration_plan = cache_sim.build_plan(calibration_triplets, calibration_index)
+        calibration_plan = cache_sim.build_plan(calibration_triplets, calibration_index, calibration_distractors)
     calibration_rows = tuple(
         np.array([index[t[field]] for t in calibration_triplets]) for field in ("anchor", "positive", "negative")
     )
@@ -288,7 +289,8 @@ def compute_metrics(
             len(triplets) if calibration is None else calibration_available or len(calibration)
         ),
         "calibration_cache": {
-            key: calibration_plan.counts[key] for key in ("cached_entries", "repeat_lookups", "novel_lookups")
+            key: calibration_plan.counts[key]
+            for key in ("cached_entries", "distractor_entries", "repeat_lookups", "novel_lookups")
         },
         "test_cache": {key: test_plan.counts[key] for key in ("cached_entries", "repeat_lookups", "novel_lookups")},
         "note": THRESHOLD_NOTE,

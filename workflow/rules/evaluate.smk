@@ -38,6 +38,8 @@ rule evaluate_adapter:
         queries="results/{domain}/splits/test.jsonl",
         calibration_triplets="results/{domain}/triplets/val_calibrate.jsonl",
         calibration_queries="results/{domain}/splits/val.jsonl",
+        # Questions of other focus groups that pad the calibration cache to the test cache's size.
+        calibration_distractors="results/{domain}/splits/train.jsonl",
         adapter="models/{domain}/adapter",
         base_model=base_model_dir(),
         external=evaluation_external_files(),
@@ -66,7 +68,8 @@ rule evaluate_adapter:
         " --queries {input.queries:q} --base-model {input.base_model:q} --adapter {input.adapter:q}"
         " --output-json {output.metrics:q} --output-md {output.markdown:q}"
         " --plots-dir {params.plots_dir:q} --calibration-triplets {input.calibration_triplets:q}"
-        " --calibration-queries {input.calibration_queries:q} {params.settings} > {log:q} 2>&1"
+        " --calibration-queries {input.calibration_queries:q}"
+        " --calibration-distractors {input.calibration_distractors:q} {params.settings} > {log:q} 2>&1"
 
 
 rule model_card:

@@ -8,11 +8,14 @@
 #
 # Like the ParallelCluster of resources/aws/pcluster.yaml, it has one queue (partition) per
 # instance type, with the names profiles/aws-g5 uses, and one node in each, named the way
-# ParallelCluster names static nodes: partition `cpu` (default; node cpu-st-1), `g5-12xlarge`
-# (node g5-12xlarge-st-1, 4 GPUs like the instance type's 4 A10G) and `g5-2xlarge` (node
-# g5-2xlarge-st-1, 1 GPU). All three nodes are slurmd daemons on this host, each declaring this
-# host's CPUs and a share of its memory. The GPUs are fake: GRES backed by empty files, no devices;
-# asking a partition for more GPUs than its node has is rejected at submission, as on AWS.
+# ParallelCluster names its dynamic nodes, declaring the instance type's vCPUs, memory (about 95%
+# of it, as ParallelCluster does) and GPUs: `cpu` (default; c6i.2xlarge: 8 vCPUs, 16 GiB),
+# `g5-12xlarge` (48 vCPUs, 192 GiB, 4 GPUs like its 4 A10G) and `g5-2xlarge` (8 vCPUs, 32 GiB,
+# 1 GPU). So the profile's own requests (e.g. 32 CPUs and 180 GB for vLLM) are accepted as they
+# would be on AWS, and a request beyond an instance type is rejected at submission as it would be
+# there. The three nodes are slurmd daemons on this host and share its real CPUs and memory
+# (SlurmdParameters=config_overrides): nothing is enforced (TaskPlugin=task/none, no cgroups).
+# The GPUs are fake: GRES backed by empty files, no devices.
 # No accounting daemon (slurmdbd), as on ParallelCluster: run Snakemake with
 # `--slurm-status-command squeue` (the plugin otherwise polls sacct forever). MinJobAge=3600 keeps
 # finished jobs visible to squeue and `scontrol show job` for an hour.
@@ -22,11 +25,11 @@ set -euo pipefail
 
 STATE="${SLURM_CI_DIR:-/tmp/slurm-ci}"
 CONF_DIR=/etc/slurm
-# node name, partition, GPUs, slurmd port
+# node name, partition, GPUs, vCPUs, memory (MB), slurmd port
 NODES=(
-    "cpu-st-1 cpu 0 17001"
-    "g5-12xlarge-st-1 g5-12xlarge 4 17002"
-    "g5-2xlarge-st-1 g5-2xlarge 1 17003"
+    "cpu-dy-c6i-2xlarge-1 cpu 0 8 15000 17001"
+    "g5-12xlarge-dy-g5-12xlarge-1 g5-12xlarge 4 48 186000 17002"
+    "g5-2xlarge-dy-g5-2xlarge-1 g5-2xlarge 1 8 31000 17003"
 )
 
 log() { echo "slurm.sh: $*" >&2; }
@@ -54,11 +57,6 @@ all_running() {
 }
 
 write_config() {
-    local cpus mem_total mem
-    cpus="$(nproc)"
-    mem_total="$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)"
-    # Per node; leave room for the test process itself. Jobs asking for more are rejected at submission.
-    mem="${SLURM_CI_MEM_MB:-$(( mem_total > 20000 ? 8000 : mem_total / 3 ))}"
     mkdir -p "$STATE"/{ctld,spool,log,run,gpus} "$CONF_DIR"
     cat >"$CONF_DIR/slurm.conf" <<CONF
 # Written by .ci/slurm.sh: the CI cluster, one node per ParallelCluster queue, all on this host.
@@ -78,7 +76,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-# The three nodes share this host's CPUs: do not drain a node for declaring what another uses too.
+# The nodes declare their instance types' sizes, not this host's: do not drain them for it.
 SlurmdParameters=config_overrides
 SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
@@ -89,9 +87,9 @@ MinJobAge=3600
 GresTypes=gpu
 CONF
     : >"$CONF_DIR/gres.conf"
-    local node name partition gpus port default
+    local node name partition gpus cpus mem port default
     for node in "${NODES[@]}"; do
-        read -r name partition gpus port <<<"$node"
+        read -r name partition gpus cpus mem port <<<"$node"
         mkdir -p "$STATE/spool/$name"
         local gres=""
         if (( gpus > 0 )); then
@@ -140,7 +138,7 @@ wait_for_node() {
 
 start() {
     install_packages
-    if all_running && wait_for_controller && [[ -f "$CONF_DIR/slurm.conf" ]] && grep -q "^PartitionName=g5-12xlarge" "$CONF_DIR/slurm.conf" \
+    if all_running && wait_for_controller && [[ -f "$CONF_DIR/slurm.conf" ]] && grep -q "^NodeName=g5-12xlarge-dy-g5-12xlarge-1 .* CPUs=48 " "$CONF_DIR/slurm.conf" \
         && wait_for_node; then
         log "already running"
         status
@@ -177,13 +175,12 @@ start() {
 }
 
 stop_daemons() {
-    local name node names=()
-    for node in "${NODES[@]}"; do
-        read -r name _ <<<"$node"
-        names+=("slurmd-$name")
+    local name pidfile names=()
+    # every slurmd this script started, also under node names of an earlier version of it
+    for pidfile in "$STATE"/run/slurmd*.pid; do
+        [[ -e "$pidfile" ]] && names+=("$(basename "$pidfile" .pid)")
     done
-    # slurmd.pid: the single node of earlier versions of this script
-    for name in "${names[@]}" slurmd slurmctld; do
+    for name in "${names[@]}" slurmctld; do
         if running "$STATE/run/$name.pid"; then
             kill "$(cat "$STATE/run/$name.pid")" || true
             for _ in $(seq 40); do

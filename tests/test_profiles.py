@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT, copy_project, run_snakemake
 
 ADAPTER = "models/medical/adapter"

@@ -47,7 +47,7 @@ def medquad_source():
 
 
 def domain_queries_file(wildcards):
-    return project_path(config["domains"][wildcards.domain]["queries"])
+    return local(project_path(config["domains"][wildcards.domain]["queries"]))
 
 
 def domain_max_reject_fraction(wildcards):
@@ -104,12 +104,13 @@ def generate_model(wildcards):
 
 
 def generate_inputs(wildcards):
-    """The split, plus the forms bank (structure) or the domain's prompt spec (LLM backends)."""
+    """The split, plus the forms bank (structure) or the domain's prompt spec (LLM backends).
+    Project files are local(): read from the project even when outputs live in remote storage."""
     inputs = {"split": f"results/{wildcards.domain}/splits/{wildcards.split}.jsonl"}
     if generate_backend(wildcards.domain) == "structure":
-        inputs["forms"] = project_path(config["generate"]["structure"]["forms"])
+        inputs["forms"] = local(project_path(config["generate"]["structure"]["forms"]))
     else:
-        inputs["spec"] = project_path(config["domains"][wildcards.domain]["spec"])
+        inputs["spec"] = local(project_path(config["domains"][wildcards.domain]["spec"]))
     return inputs
 
 
@@ -144,7 +145,7 @@ EVAL_PLOTS = ["similarity_histograms", "precision_recall", "threshold_sweep"]
 
 def evaluation_external_files():
     return [
-        project_path(path) for _, path in sorted(config["evaluate"]["external"].items())
+        local(project_path(path)) for _, path in sorted(config["evaluate"]["external"].items())
     ]
 
 

@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster (Debian's Slurm packages) for CI and local tests of the SLURM executor.
+# A small SLURM cluster on this one machine (Debian's Slurm packages) for CI and local tests of the
+# SLURM executor with profiles/aws-g5.
 #
 #   bash .ci/slurm.sh start    # install the packages if missing, (re)configure and start; idempotent
 #   bash .ci/slurm.sh stop     # stop the daemons started by `start`; idempotent
-#   bash .ci/slurm.sh status   # sinfo
+#   bash .ci/slurm.sh status   # sinfo per node, with partitions and GRES
 #
-# No accounting daemon (slurmdbd): run Snakemake with `--slurm-status-command squeue` (the plugin
-# otherwise polls sacct forever). MinJobAge=300 keeps finished jobs visible to squeue long enough.
-# The node advertises fake GPUs (GRES backed by files, no devices) so rules with a `gpu`
-# resource can be submitted; jobs see CUDA_VISIBLE_DEVICES but no CUDA device exists.
+# Like the ParallelCluster of resources/aws/pcluster.yaml, it has one queue (partition) per
+# instance type, with the names profiles/aws-g5 uses, and one node in each, named the way
+# ParallelCluster names its dynamic nodes, declaring the instance type's vCPUs, memory (about 95%
+# of it, as ParallelCluster does) and GPUs: `cpu` (default; c6i.2xlarge: 8 vCPUs, 16 GiB),
+# `g5-12xlarge` (48 vCPUs, 192 GiB, 4 GPUs like its 4 A10G) and `g5-2xlarge` (8 vCPUs, 32 GiB,
+# 1 GPU). So the profile's own requests (e.g. 32 CPUs and 180 GB for vLLM) are accepted as they
+# would be on AWS, and a request beyond an instance type is rejected at submission as it would be
+# there. The three nodes are slurmd daemons on this host and share its real CPUs and memory
+# (SlurmdParameters=config_overrides): nothing is enforced (TaskPlugin=task/none, no cgroups).
+# The GPUs are fake: GRES backed by empty files, no devices.
+# No accounting daemon (slurmdbd), as on ParallelCluster: run Snakemake with
+# `--slurm-status-command squeue` (the plugin otherwise polls sacct forever). MinJobAge=3600 keeps
+# finished jobs visible to squeue and `scontrol show job` for an hour.
 # State, spool, logs and pid files live under $SLURM_CI_DIR (default /tmp/slurm-ci); the config goes
 # to /etc/slurm where the client commands (sbatch, squeue, sinfo) look for it. Needs root.
 set -euo pipefail
 
 STATE="${SLURM_CI_DIR:-/tmp/slurm-ci}"
 CONF_DIR=/etc/slurm
-GPUS="${SLURM_CI_GPUS:-4}"
+# node name, partition, GPUs, vCPUs, memory (MB), slurmd port
+NODES=(
+    "cpu-dy-c6i-2xlarge-1 cpu 0 8 15000 17001"
+    "g5-12xlarge-dy-g5-12xlarge-1 g5-12xlarge 4 48 186000 17002"
+    "g5-2xlarge-dy-g5-2xlarge-1 g5-2xlarge 1 8 31000 17003"
+)
 
 log() { echo "slurm.sh: $*" >&2; }
 
@@ -32,20 +47,19 @@ install_packages() {
 
 running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-write_config() {
-    local cpus mem_total mem
-    cpus="$(nproc)"
-    mem_total="$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)"
-    # Leave room for the test process itself; jobs asking for more are rejected at submission.
-    mem="${SLURM_CI_MEM_MB:-$(( mem_total > 20000 ? 16000 : mem_total * 2 / 3 ))}"
-    mkdir -p "$STATE"/{ctld,spool,log,run,gpus} "$CONF_DIR"
-    local gpu_files=()
-    for ((i = 0; i < GPUS; i++)); do
-        touch "$STATE/gpus/fake-gpu$i"
-        gpu_files+=("$STATE/gpus/fake-gpu$i")
+all_running() {
+    local node
+    running "$STATE/run/slurmctld.pid" || return 1
+    for node in "${NODES[@]}"; do
+        read -r name _ <<<"$node"
+        running "$STATE/run/slurmd-$name.pid" || return 1
     done
+}
+
+write_config() {
+    mkdir -p "$STATE"/{ctld,spool,log,run,gpus} "$CONF_DIR"
     cat >"$CONF_DIR/slurm.conf" <<CONF
-# Written by .ci/slurm.sh: single-node CI cluster.
+# Written by .ci/slurm.sh: the CI cluster, one node per ParallelCluster queue, all on this host.
 ClusterName=ci
 SlurmctldHost=localhost
 SlurmUser=root
@@ -53,47 +67,81 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/spool
+SlurmdSpoolDir=$STATE/spool/%n
 SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
+SlurmdLogFile=$STATE/log/slurmd-%n.log
 SlurmctldPidFile=$STATE/run/slurmctld.pid
-SlurmdPidFile=$STATE/run/slurmd.pid
+SlurmdPidFile=$STATE/run/slurmd-%n.pid
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# The nodes declare their instance types' sizes, not this host's: do not drain them for it.
+SlurmdParameters=config_overrides
 SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
-MinJobAge=300
+# Finished jobs stay visible to squeue and scontrol for an hour (tests read them after a run).
+MinJobAge=3600
 GresTypes=gpu
-NodeName=localhost CPUs=$cpus RealMemory=$mem Gres=gpu:$GPUS State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
-    local files
-    files="$(IFS=,; echo "${gpu_files[*]}")"
-    echo "NodeName=localhost Name=gpu File=$files" >"$CONF_DIR/gres.conf"
+    : >"$CONF_DIR/gres.conf"
+    local node name partition gpus cpus mem port default
+    for node in "${NODES[@]}"; do
+        read -r name partition gpus cpus mem port <<<"$node"
+        mkdir -p "$STATE/spool/$name"
+        local gres=""
+        if (( gpus > 0 )); then
+            gres=" Gres=gpu:$gpus"
+            local files=()
+            for ((i = 0; i < gpus; i++)); do
+                touch "$STATE/gpus/$name-gpu$i"
+                files+=("$STATE/gpus/$name-gpu$i")
+            done
+            echo "NodeName=$name Name=gpu File=$(IFS=,; echo "${files[*]}")" >>"$CONF_DIR/gres.conf"
+        fi
+        default="NO"
+        [[ "$partition" == cpu ]] && default="YES"
+        echo "NodeName=$name NodeHostname=localhost Port=$port CPUs=$cpus RealMemory=$mem$gres State=UNKNOWN" \
+            >>"$CONF_DIR/slurm.conf"
+        echo "PartitionName=$partition Nodes=$name Default=$default MaxTime=INFINITE State=UP" >>"$CONF_DIR/slurm.conf"
+    done
 }
 
-wait_for_node() {
-    for _ in $(seq 60); do
-        if sinfo -h -N -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+wait_for_controller() {
+    for _ in $(seq 30); do
+        if timeout 5 scontrol ping 2>/dev/null | grep -q "is UP"; then
             return 0
         fi
         sleep 0.5
     done
-    log "node did not become idle; logs in $STATE/log"
-    sinfo -N -l >&2 || true
-    tail -n 20 "$STATE/log/slurmctld.log" "$STATE/log/slurmd.log" >&2 || true
+    log "slurmctld does not answer; log in $STATE/log/slurmctld.log"
+    tail -n 20 "$STATE/log/slurmctld.log" >&2 || true
+    return 1
+}
+
+wait_for_node() {
+    for _ in $(seq 60); do
+        local ready
+        ready="$(timeout 5 sinfo -h -N -o '%T' 2>/dev/null | grep -cE '^(idle|mixed|allocated)$' || true)"
+        if (( ready == ${#NODES[@]} )); then
+            return 0
+        fi
+        sleep 0.5
+    done
+    log "the nodes did not all become idle; logs in $STATE/log"
+    timeout 5 sinfo -N -l >&2 || true
+    tail -n 20 "$STATE"/log/*.log >&2 || true
     return 1
 }
 
 start() {
     install_packages
-    if running "$STATE/run/slurmctld.pid" && running "$STATE/run/slurmd.pid" && wait_for_node; then
+    if all_running && wait_for_controller && [[ -f "$CONF_DIR/slurm.conf" ]] && grep -q "^NodeName=g5-12xlarge-dy-g5-12xlarge-1 .* CPUs=48 " "$CONF_DIR/slurm.conf" \
+        && wait_for_node; then
         log "already running"
-        sinfo
+        status
         return
     fi
     stop_daemons
@@ -110,23 +158,37 @@ start() {
         runuser -u munge -- munged
     fi
     slurmctld
-    slurmd -N localhost
-    wait_for_node
+    local node name
+    for node in "${NODES[@]}"; do
+        read -r name _ <<<"$node"
+        slurmd -N "$name"
+    done
+    wait_for_controller
     # A node left DOWN by an earlier unclean stop comes back with ReturnToService=2; make sure.
-    scontrol update NodeName=localhost State=RESUME 2>/dev/null || true
+    for node in "${NODES[@]}"; do
+        read -r name _ <<<"$node"
+        timeout 10 scontrol update NodeName="$name" State=RESUME 2>/dev/null || true
+    done
+    wait_for_node
     log "started (state in $STATE)"
-    sinfo
+    status
 }
 
 stop_daemons() {
-    local name
-    for name in slurmd slurmctld; do
+    local name pidfile names=()
+    # every slurmd this script started, also under node names of an earlier version of it
+    for pidfile in "$STATE"/run/slurmd*.pid; do
+        [[ -e "$pidfile" ]] && names+=("$(basename "$pidfile" .pid)")
+    done
+    for name in "${names[@]}" slurmctld; do
         if running "$STATE/run/$name.pid"; then
             kill "$(cat "$STATE/run/$name.pid")" || true
             for _ in $(seq 40); do
                 running "$STATE/run/$name.pid" || break
                 sleep 0.25
             done
+            # a slurmd still retrying to register with a dead controller ignores SIGTERM
+            running "$STATE/run/$name.pid" && kill -9 "$(cat "$STATE/run/$name.pid")" 2>/dev/null || true
         fi
         rm -f "$STATE/run/$name.pid"
     done
@@ -137,10 +199,12 @@ stop() {
     log "stopped"
 }
 
+status() { sinfo -N -o '%N %P %T %c %m %G'; }
+
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
-    status) sinfo ;;
+    status) status ;;
     install) install_packages ;;
     *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
 esac

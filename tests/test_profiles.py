@@ -1,46 +1,37 @@
-"""The two Snakemake profiles resolve with the installed plugins: dry runs, --rulegraph and --dag.
+"""The two Snakemake profiles resolve with the installed plugins: dry runs, --rulegraph, --dag, --summary.
 
-profiles/aws-g5 deploys software with conda, which is not installable here; Snakemake asks conda
-three questions before a dry run (version, info, channel priority), so these tests put a stub
-`conda` on PATH that answers those and refuses anything else (no environment is ever created)."""
+profiles/aws-g5 deploys software with conda, which is not installed here (nor on a typical laptop).
+The documented way to inspect its plan anywhere (README, "Running where the GPUs are") is to add
+`--sdm env-modules` at the end of the command: it replaces the profile's conda (no rule loads
+environment modules, so nothing is deployed) and the plan, resources and shell commands are the
+cluster's. These tests run that with no `conda` anywhere on PATH (no stub)."""
 
 from __future__ import annotations
 
 import os
 import re
-import stat
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT, copy_project, run_snakemake
 
 ADAPTER = "models/medical/adapter"
 # Reachable with the rules that exist now (generation needs no trained model).
 TRIPLETS = "results/medical/triplets/train.jsonl"
-
-STUB_CONDA = """#!/bin/sh
-# A stand-in for conda (not installable on this machine), for dry runs only.
-case "$1" in
-  --version) echo "conda 25.1.1" ;;
-  info) printf '{"conda_prefix": "%s", "platform": "linux-64", "envs_dirs": ["%s/envs"]}\\n' "$STUB_CONDA_PREFIX" "$STUB_CONDA_PREFIX" ;;
-  config) echo '{"get": {"channel_priority": "strict"}, "rc_path": "", "success": true, "warnings": []}' ;;
-  *) echo "stub conda: 'conda $*' is not available in tests" >&2; exit 1 ;;
-esac
-"""
+# The README's override for inspecting the aws-g5 plan without conda. Last on the command line:
+# --sdm takes one or more values and would swallow a target written after it.
+NO_CONDA = ("--sdm", "env-modules")
 
 
 @pytest.fixture
-def stub_conda(tmp_path, monkeypatch) -> Path:
-    bin_dir = tmp_path / "stub-conda" / "bin"
-    bin_dir.mkdir(parents=True)
-    conda = bin_dir / "conda"
-    conda.write_text(STUB_CONDA, encoding="utf-8")
-    conda.chmod(conda.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    monkeypatch.setenv("STUB_CONDA_PREFIX", str(tmp_path / "stub-conda"))
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return conda
+def no_conda(monkeypatch):
+    """PATH without any directory that holds a conda (or mamba) executable."""
+    kept = [d for d in os.environ["PATH"].split(os.pathsep)
+            if d and not any(os.access(os.path.join(d, name), os.X_OK) for name in ("conda", "mamba", "micromamba"))]
+    monkeypatch.setenv("PATH", os.pathsep.join(kept))
+    assert shutil.which("conda") is None
 
 
 @pytest.fixture
@@ -49,8 +40,11 @@ def workdir(tmp_path, medquad_archive) -> Path:
 
 
 def aws(workdir: Path, *args: str):
-    # The profile keeps conda envs on the cluster's shared volume (/shared); keep them out of it here.
-    return run_snakemake(workdir, "--profile", "profiles/aws-g5", "--conda-prefix", str(workdir / ".conda"), *args)
+    """The README's dry-run inspection of the cluster plan, on a machine without conda."""
+    assert shutil.which("conda") is None
+    result = run_snakemake(workdir, "--profile", "profiles/aws-g5", *args, *NO_CONDA)
+    assert "conda" not in result.stderr.lower().replace("conda-prefix", ""), result.stderr[-3000:]
+    return result
 
 
 @lru_cache(maxsize=1)
@@ -68,7 +62,7 @@ def jobs_of(output: str, rule: str) -> list[str]:
     return re.findall(rf"^(?:local)?rule {rule}:\n(.*?^Shell command:.*?$)", output, re.MULTILINE | re.DOTALL)
 
 
-def test_aws_profile_gives_vllm_four_gpus_and_tensor_parallel_four(workdir, stub_conda):
+def test_aws_profile_gives_vllm_four_gpus_and_tensor_parallel_four(workdir, no_conda):
     if "generate_triplets" not in rules_of(workdir):
         pytest.skip("generate_triplets is not in the workflow yet (workflow/rules/generate.smk not included)")
     result = aws(workdir, "-n", TRIPLETS)
@@ -82,7 +76,7 @@ def test_aws_profile_gives_vllm_four_gpus_and_tensor_parallel_four(workdir, stub
     assert data_jobs and "slurm_partition=cpu" in data_jobs[0] and "gpu=" not in data_jobs[0]
 
 
-def test_aws_profile_resolves_the_adapter_target(workdir, stub_conda):
+def test_aws_profile_resolves_the_adapter_target(workdir, no_conda):
     rules = rules_of(workdir)
     if "train_adapter" not in rules:
         pytest.skip("train_adapter is not in the workflow yet (workflow/rules/train.smk not included)")
@@ -117,7 +111,7 @@ def test_local_profile_resolves_the_adapter_target(workdir):
 
 @pytest.mark.parametrize("profile", ["local", "aws-g5"])
 @pytest.mark.parametrize("graph", ["--rulegraph", "--dag"])
-def test_graphs(workdir, stub_conda, profile, graph):
+def test_graphs(workdir, no_conda, profile, graph):
     target = ADAPTER if "train_adapter" in rules_of(workdir) else TRIPLETS
     # The target goes first: --dag takes an optional format argument.
     if profile == "aws-g5":
@@ -128,3 +122,11 @@ def test_graphs(workdir, stub_conda, profile, graph):
     assert dot.rstrip().endswith("}")
     for rule in ("parse_medquad", "split_queries", "generate_triplets"):
         assert rule in dot
+
+
+def test_aws_profile_summary_without_conda(workdir, no_conda):
+    result = aws(workdir, ADAPTER, "--summary")
+    rows = [line.split("\t") for line in result.stdout.splitlines() if line.startswith(("results/", "models/"))]
+    by_output = {row[0]: row for row in rows}
+    assert by_output[ADAPTER][2] == "train_adapter" and by_output[ADAPTER][4] == "missing", result.stdout[-2000:]
+    assert any(row[2] == "generate_triplets" for row in rows)

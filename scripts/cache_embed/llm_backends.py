@@ -263,6 +263,11 @@ def parse_answer(completion: Completion, validator: jsonschema.Draft202012Valida
         return [], [], "schema_error", f"{location}: {first.message[:200]}"
     paraphrases = [normalise_whitespace(t) for t in answer["paraphrases"]]
     negatives = [normalise_whitespace(t) for t in answer["negatives"]]
+    for text in paraphrases + negatives:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # e.g. a lone surrogate from a "\ud800" escape: not writable as UTF-8
+            return [], [], "schema_error", f"a string is not valid Unicode: {text[:60]!r}"
     if any(len(t) < MIN_TEXT_CHARS for t in paraphrases + negatives):
         return [], [], "schema_error", "a string is blank after whitespace normalisation"
     return paraphrases, negatives, None, None
@@ -368,6 +373,16 @@ def _progress(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, file=sys.stderr, mininterval=5, unit="query")
 
 
+# vLLM's structured-outputs engine settings (vLLM 0.32). "guidance" (llguidance) enforces the answer
+# schema exactly, string lengths included, with proper JSON string escaping; xgrammar 0.2.8 turns a
+# string with minLength/maxLength into a character class that admits raw control characters (not
+# valid JSON), and cannot compile the same bound as a `pattern` above about 128 characters.
+# disable_any_whitespace: no free whitespace between JSON tokens, so a model cannot pad an answer
+# with whitespace until max_tokens. Both are engine-wide settings in vLLM 0.32 (per-request values
+# are ignored); for `vllm serve`, pass the same as --structured-outputs-config (see README).
+STRUCTURED_OUTPUTS_CONFIG = {"backend": "guidance", "disable_any_whitespace": True}
+
+
 class VLLMBackend(LLMBackend):
     """vLLM's offline engine: prompts through the model's chat template, JSON-schema structured outputs."""
 
@@ -391,8 +406,9 @@ class VLLMBackend(LLMBackend):
             # ("CPU Generator does not use offset"); whole-prompt prefill avoids that path.
             extra = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(s["max_model_len"]), 8192)}
         started = time.monotonic()
-        LOG.info("starting vLLM: model %s (revision %s), tensor_parallel %s, dtype %s, max_model_len %s",
-                 s["model"], s["revision"], s["tensor_parallel"], s["dtype"], s["max_model_len"])
+        LOG.info("starting vLLM: model %s (revision %s), tensor_parallel %s, dtype %s, max_model_len %s, "
+                 "structured outputs %s", s["model"], s["revision"], s["tensor_parallel"], s["dtype"],
+                 s["max_model_len"], STRUCTURED_OUTPUTS_CONFIG)
         self.llm = LLM(
             model=str(s["model"]),
             revision=s["revision"],
@@ -403,6 +419,7 @@ class VLLMBackend(LLMBackend):
             dtype=str(s["dtype"]),
             trust_remote_code=False,
             enforce_eager=enforce_eager,
+            structured_outputs_config=dict(STRUCTURED_OUTPUTS_CONFIG),
             **extra,
         )
         self.engine_start_s = time.monotonic() - started

@@ -67,7 +67,7 @@ def medquad_source():
 
 
 def domain_queries_file(wildcards):
-    return project_path(config["domains"][wildcards.domain]["queries"])
+    return local(project_path(config["domains"][wildcards.domain]["queries"]))
 
 
 def download_settings(wildcards):
@@ -132,14 +132,15 @@ def generate_runtime(wildcards):
 def domain_spec(wildcards):
     """The domain's spec (resources/domains/<domain>.yaml): prompts, and the model card's data,
     provenance and licence."""
-    return project_path(config["domains"][wildcards.domain]["spec"])
+    return local(project_path(config["domains"][wildcards.domain]["spec"]))
 
 
 def generate_inputs(wildcards):
-    """The split, plus the forms bank (structure) or the domain's prompt spec (LLM backends)."""
+    """The split, plus the forms bank (structure) or the domain's prompt spec (LLM backends).
+    Project files are local(): read from the project even when outputs live in remote storage."""
     inputs = {"split": f"results/{wildcards.domain}/splits/{wildcards.split}.jsonl"}
     if generate_backend(wildcards.domain) == "structure":
-        inputs["forms"] = project_path(config["generate"]["structure"]["forms"])
+        inputs["forms"] = local(project_path(config["generate"]["structure"]["forms"]))
     else:
         inputs["spec"] = domain_spec(wildcards)
     return inputs
@@ -205,7 +206,8 @@ def evaluation_external():
 
 
 def evaluation_external_files():
-    return list(evaluation_external().values())
+    # local(): read from the project even when outputs live in remote storage.
+    return [local(path) for path in evaluation_external().values()]
 
 
 def split_val_settings(wildcards):

@@ -15,9 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cache_embed.medquad_archive import archive_digest, verify_digest
 from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import atomic_output
+from cache_embed.medquad_archive import archive_digest, verify_digest
 
 LOG = logging.getLogger("download_medquad")
 
@@ -48,7 +48,9 @@ def parse_arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="URL or local path of the archive")
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--content-sha256", required=True, help="pinned digest of the XML content; empty skips the check")
+    parser.add_argument(
+        "--content-sha256", required=True, help="pinned digest of the XML content; empty skips the check"
+    )
     parser.add_argument("--max-unpacked-mb", type=float, required=True)
     return parser.parse_args(argv)
 

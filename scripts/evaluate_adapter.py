@@ -59,8 +59,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from cache_embed.equivalence import MODES
+
 from cache_embed.cache_sim import cached_entry_count
+from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.equivalence import MODES
 from cache_embed.eval_data import (
     calibration_distractors,
     calibration_subset,
@@ -73,10 +75,9 @@ from cache_embed.eval_data import (
 from cache_embed.eval_markdown import render_markdown
 from cache_embed.eval_metrics import compute_metrics, versions
 from cache_embed.eval_plots import make_plots
+from cache_embed.files import atomic_output, write_json
 from cache_embed.numbers import fmt, pct
 from cache_embed.paths import shareable_path
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import atomic_output, write_json
 from cache_embed.text import comparison_key
 
 LOG = logging.getLogger("evaluate_adapter")
@@ -96,7 +97,12 @@ def encode_all(texts: list[str], base_model: str, adapter: str, batch_size: int)
         raise PipelineError(f"{adapter_path}: not a PEFT adapter folder (no adapter_config.json)")
     LOG.info("loading base model %s", base_path)
     model = SentenceTransformer(str(base_path))
-    kwargs = {"batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": True}
+    kwargs = {
+        "batch_size": batch_size,
+        "normalize_embeddings": True,
+        "convert_to_numpy": True,
+        "show_progress_bar": True,
+    }
     LOG.info("encoding %d distinct texts with the base model", len(texts))
     base = model.encode(texts, **kwargs)
     LOG.info("loading adapter %s", adapter_path)
@@ -209,9 +215,14 @@ def main(argv=None) -> int:
     distractors = []
     if calibration is not None:
         padding = cached_entry_count(triplets) - cached_entry_count(calibration)
-        taken = {comparison_key(t[field]) for t in triplets + calibration for field in ("anchor", "positive", "negative")}
+        taken = {
+            comparison_key(t[field]) for t in triplets + calibration for field in ("anchor", "positive", "negative")
+        }
         distractors = calibration_distractors(args.calibration_distractors, padding, args.seed, taken)
-        LOG.info("calibration cache padded with %d questions of other focus groups to the test cache's size", len(distractors))
+        LOG.info(
+            "calibration cache padded with %d questions of other focus groups to the test cache's size",
+            len(distractors),
+        )
     texts = sorted(
         set(distractors)
         | {text for t in triplets + (calibration or []) for text in (t["anchor"], t["positive"], t["negative"])}

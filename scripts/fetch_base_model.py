@@ -15,14 +15,13 @@ by its hub id, never by a local path. A token is read only from the environment 
 from __future__ import annotations
 
 import argparse
-import logging
 import importlib
+import logging
 import os
 import shutil
 import sys
 from pathlib import Path
 
-from cache_embed.names import model_slug
 from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import read_json, write_json
 
@@ -30,10 +29,25 @@ LOG = logging.getLogger("fetch_base_model")
 INFO_FILE = "base_model.json"
 # What a sentence-transformers model needs; no pytorch_model.bin, ONNX or OpenVINO exports.
 ALLOW_PATTERNS = [
-    "*.safetensors", "*.safetensors.index.json", "config.json", "config_sentence_transformers.json",
-    "modules.json", "sentence_bert_config.json", "sentence_*_config.json", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
-    "*.model", "added_tokens.json", "README.md", "*/config.json", "1_Pooling/*", "2_Normalize/*",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "config_sentence_transformers.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "sentence_*_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
+    "added_tokens.json",
+    "README.md",
+    "*/config.json",
+    "1_Pooling/*",
+    "2_Normalize/*",
 ]
 IGNORE_PATTERNS = ["*.bin", "*.onnx", "onnx/*", "openvino/*", "*.h5", "*.msgpack", "*.ot"]
 
@@ -105,8 +119,12 @@ def download(name: str, revision: str, destination: Path) -> str:
     partial = destination.with_name(f".{destination.name}.partial")
     try:
         snapshot_download(
-            repo_id=name, revision=revision, local_dir=str(partial), token=token,
-            allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS,
+            repo_id=name,
+            revision=revision,
+            local_dir=str(partial),
+            token=token,
+            allow_patterns=ALLOW_PATTERNS,
+            ignore_patterns=IGNORE_PATTERNS,
         )
         try:
             commit = HfApi().model_info(name, revision=revision, token=token).sha or revision

@@ -15,15 +15,27 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cache_embed.names import SPLITS
 from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import sha256_file, read_json, read_jsonl, write_json, write_jsonl
+from cache_embed.files import read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from cache_embed.names import SPLITS
 
 LOG = logging.getLogger("gather_triplets")
 
 TRIPLET_FIELDS = (
-    "id", "anchor", "positive", "negative", "query_id", "split", "domain", "backend", "model",
-    "positive_kind", "negative_kind", "qtype", "negative_qtype", "focus",
+    "id",
+    "anchor",
+    "positive",
+    "negative",
+    "query_id",
+    "split",
+    "domain",
+    "backend",
+    "model",
+    "positive_kind",
+    "negative_kind",
+    "qtype",
+    "negative_qtype",
+    "focus",
 )
 SUMMED = ("dropped", "failures", "synonyms_filtered", "skipped_queries", "qtypes_without_forms")
 COUNTED = ("queries", "queries_with_triplets", "queries_without_negatives", "llm_attempts")
@@ -77,7 +89,9 @@ def check_shards(stats: list[tuple[Path, dict]], split: str, shards: int, input_
             )
 
 
-def gather(triplet_paths: list[str], stats_paths: list[str], input_path: str, split: str, shards: int) -> tuple[list[dict], dict]:
+def gather(
+    triplet_paths: list[str], stats_paths: list[str], input_path: str, split: str, shards: int
+) -> tuple[list[dict], dict]:
     input_sha256 = sha256_file(input_path)
     stats = []
     for path in map(Path, stats_paths):
@@ -88,7 +102,7 @@ def gather(triplet_paths: list[str], stats_paths: list[str], input_path: str, sp
     by_id: dict[str, dict] = {}
     duplicates = 0
     per_backend: Counter = Counter()
-    for path, (stats_path, shard) in zip(map(Path, triplet_paths), stats):
+    for path, (stats_path, shard) in zip(map(Path, triplet_paths), stats, strict=False):
         if not path.exists():
             raise PipelineError(f"{path}: shard triplets missing; rerun generate_triplets for that shard")
         count = 0
@@ -114,17 +128,24 @@ def gather(triplet_paths: list[str], stats_paths: list[str], input_path: str, sp
     first = shard_stats[0]
     totals = {name: sum(s.get(name) or 0 for s in shard_stats) for name in COUNTED}
     summary = {
-        "split": split, "shards": shards, "domain": first.get("domain"), "backend": first.get("backend"),
-        "model": first.get("model"), "input_sha256": input_sha256, "settings": first.get("settings"),
+        "split": split,
+        "shards": shards,
+        "domain": first.get("domain"),
+        "backend": first.get("backend"),
+        "model": first.get("model"),
+        "input_sha256": input_sha256,
+        "settings": first.get("settings"),
         "settings_sha256": first.get("settings_sha256"),
         **totals,
         "yield": round(totals["queries_with_triplets"] / totals["queries"], 6) if totals["queries"] else None,
-        "triplets": len(triplets), "duplicate_triplets_removed": duplicates,
+        "triplets": len(triplets),
+        "duplicate_triplets_removed": duplicates,
         "per_backend": dict(sorted(per_backend.items())),
         "positive_kinds": dict(sorted(Counter(t["positive_kind"] for t in triplets).items())),
         "negative_kinds": dict(sorted(Counter(t["negative_kind"] for t in triplets).items())),
         "per_shard": [
-            {k: s.get(k) for k in ("shard", "queries", "queries_with_triplets", "triplets", "yield")} for s in shard_stats
+            {k: s.get(k) for k in ("shard", "queries", "queries_with_triplets", "triplets", "yield")}
+            for s in shard_stats
         ],
     }
     for name in SUMMED:
@@ -141,7 +162,13 @@ def main(argv=None) -> int:
     triplets, summary = gather(args.triplets, args.shard_stats, args.input, args.split, args.shards)
     write_jsonl(args.output, triplets)
     write_json(args.stats, summary)
-    LOG.info("%s: %d triplets (%d duplicates removed), yield %s", args.output, len(triplets), summary["duplicate_triplets_removed"], summary["yield"])
+    LOG.info(
+        "%s: %d triplets (%d duplicates removed), yield %s",
+        args.output,
+        len(triplets),
+        summary["duplicate_triplets_removed"],
+        summary["yield"],
+    )
     return 0
 
 

@@ -10,8 +10,8 @@ than --min-yield of the shard's queries yield at least one triplet.
 from __future__ import annotations
 
 import argparse
-import logging
 import hashlib
+import logging
 import sys
 import time
 from collections import Counter
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cache_embed.names import SPLITS
 from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import sha256_file, dumps, read_jsonl, write_json, write_jsonl
+from cache_embed.files import dumps, read_jsonl, sha256_file, write_json, write_jsonl
+from cache_embed.names import SPLITS
 from cache_embed.triplet_quality import Candidate, build_triplets, triplet_record
 
 LOG = logging.getLogger("generate_triplets")
@@ -36,7 +36,14 @@ BACKEND_FLAGS = {
 }
 STRUCTURE_PROGRESS_BATCH = 256
 # Settings of the run that cannot change the triplets: shards made with different values still belong together.
-OPERATIONAL_SETTINGS = ("tensor_parallel", "gpu_memory_utilization", "api_key_env", "concurrency", "timeout_s", "retries")
+OPERATIONAL_SETTINGS = (
+    "tensor_parallel",
+    "gpu_memory_utilization",
+    "api_key_env",
+    "concurrency",
+    "timeout_s",
+    "retries",
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -106,7 +113,7 @@ def subset(records: list[dict], max_queries: int, seed: int) -> list[dict]:
     """A seeded, order-independent subset of `max_queries` records (all when 0), in input order."""
     if not max_queries or max_queries >= len(records):
         return records
-    ranked = sorted(records, key=lambda r: hashlib.sha256(f"{seed}:{r['id']}".encode("utf-8")).hexdigest())
+    ranked = sorted(records, key=lambda r: hashlib.sha256(f"{seed}:{r['id']}".encode()).hexdigest())
     keep = {r["id"] for r in ranked[:max_queries]}
     return [r for r in records if r["id"] in keep]
 
@@ -129,33 +136,51 @@ def read_split(path: str | Path) -> list[dict]:
 def llm_settings(args: argparse.Namespace) -> dict:
     """The LLM backend's settings; None (a flag the backend does not take) leaves the library's default."""
     return {
-        "model": args.model or None, "revision": args.revision, "tensor_parallel": args.tensor_parallel,
-        "max_model_len": args.max_model_len, "gpu_memory_utilization": args.gpu_memory_utilization,
-        "dtype": args.dtype, "seed": args.seed, "temperature": args.temperature, "top_p": args.top_p,
-        "max_tokens": args.max_tokens, "batch_size": args.batch_size, "max_retries": args.max_retries,
-        "base_url": args.base_url, "api_key_env": args.api_key_env, "concurrency": args.concurrency,
-        "timeout_s": args.timeout, "retries": args.openai_retries,
+        "model": args.model or None,
+        "revision": args.revision,
+        "tensor_parallel": args.tensor_parallel,
+        "max_model_len": args.max_model_len,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_tokens": args.max_tokens,
+        "batch_size": args.batch_size,
+        "max_retries": args.max_retries,
+        "base_url": args.base_url,
+        "api_key_env": args.api_key_env,
+        "concurrency": args.concurrency,
+        "timeout_s": args.timeout,
+        "retries": args.openai_retries,
     }
 
 
 def run_settings(args: argparse.Namespace) -> dict:
     """What defines a run: shards of one split must agree on all of it to be gathered together."""
     settings = {
-        "backend": args.backend, "domain": args.domain, "paraphrases": args.paraphrases,
-        "negatives": args.negatives, "max_queries": args.max_queries, "seed": args.seed,
+        "backend": args.backend,
+        "domain": args.domain,
+        "paraphrases": args.paraphrases,
+        "negatives": args.negatives,
+        "max_queries": args.max_queries,
+        "seed": args.seed,
     }
     if args.backend == "structure":
         from cache_embed.structure_generator import forms_digest
 
         settings.update(forms_sha256=forms_digest(args.forms), max_synonym_words=args.max_synonym_words)
     else:
-        settings.update(spec_sha256=sha256_file(args.spec), **{
-            k: v for k, v in llm_settings(args).items() if k not in OPERATIONAL_SETTINGS
-        })
+        settings.update(
+            spec_sha256=sha256_file(args.spec),
+            **{k: v for k, v in llm_settings(args).items() if k not in OPERATIONAL_SETTINGS},
+        )
     return settings
 
 
-def candidates_per_batch(backend, name: str, batch: list[dict], paraphrases: int, negatives: int, failures: Counter, attempts: Counter):
+def candidates_per_batch(
+    backend, name: str, batch: list[dict], paraphrases: int, negatives: int, failures: Counter, attempts: Counter
+):
     """(positives, negatives) candidate lists for each query of the batch, in order."""
     if name == "structure":
         return [backend.candidates(record, paraphrases, negatives) for record in batch]
@@ -163,16 +188,18 @@ def candidates_per_batch(backend, name: str, batch: list[dict], paraphrases: int
     if len(results) != len(batch):
         raise PipelineError(f"backend {name} answered {len(results)} results for {len(batch)} queries")
     out = []
-    for record, result in zip(batch, results):
+    for record, result in zip(batch, results, strict=False):
         if result.query_id != record["id"]:
             raise PipelineError(f"backend {name} answered query {result.query_id!r} in place of {record['id']!r}")
         attempts["attempts"] += int(result.attempts or 0)
         if result.failure:
             failures[result.failure] += 1
-        out.append((
-            [Candidate(text, "llm_paraphrase") for text in result.paraphrases or []],
-            [Candidate(text, "llm_hard_negative") for text in result.negatives or []],
-        ))
+        out.append(
+            (
+                [Candidate(text, "llm_paraphrase") for text in result.paraphrases or []],
+                [Candidate(text, "llm_hard_negative") for text in result.negatives or []],
+            )
+        )
     return out
 
 
@@ -186,7 +213,15 @@ def main(argv=None) -> int:
     input_sha256 = sha256_file(args.input)
     chosen = subset(records, args.max_queries, args.seed)
     shard = [r for r in chosen if shard_of(r["id"], args.shards) == args.shard]
-    LOG.info("%s: %d queries, %d chosen, %d in shard %d of %d", args.input, len(records), len(chosen), len(shard), args.shard, args.shards)
+    LOG.info(
+        "%s: %d queries, %d chosen, %d in shard %d of %d",
+        args.input,
+        len(records),
+        len(chosen),
+        len(shard),
+        args.shard,
+        args.shards,
+    )
 
     if args.backend == "structure":
         from cache_embed.structure_generator import StructureBackend, load_forms
@@ -211,16 +246,24 @@ def main(argv=None) -> int:
     triplets: list[dict] = []
     with_triplets = without_negatives = 0
     try:
-        with tqdm(total=len(shard), desc=f"{args.split} shard {args.shard}", unit="query", file=sys.stderr, mininterval=5) as progress:
+        with tqdm(
+            total=len(shard), desc=f"{args.split} shard {args.shard}", unit="query", file=sys.stderr, mininterval=5
+        ) as progress:
             # The structure backend seeds each query on its own, so its batches only pace the progress bar.
             batch_size = args.batch_size or STRUCTURE_PROGRESS_BATCH
             for start in range(0, len(shard), batch_size):
-                batch = shard[start:start + batch_size]
+                batch = shard[start : start + batch_size]
                 for record, (positives, negatives) in zip(
-                    batch, candidates_per_batch(backend, args.backend, batch, args.paraphrases, args.negatives, failures, attempts)
+                    batch,
+                    candidates_per_batch(
+                        backend, args.backend, batch, args.paraphrases, args.negatives, failures, attempts
+                    ),
+                    strict=False,
                 ):
                     before = drops["positive_without_negative"]
-                    pairs = build_triplets(record["query"], positives, negatives, args.paraphrases, args.negatives, drops)
+                    pairs = build_triplets(
+                        record["query"], positives, negatives, args.paraphrases, args.negatives, drops
+                    )
                     if drops["positive_without_negative"] > before:
                         without_negatives += 1
                     if pairs:
@@ -229,8 +272,14 @@ def main(argv=None) -> int:
                         positive_kinds[positive.kind] += 1
                         negative_kinds[negative.kind] += 1
                         triplet = triplet_record(
-                            record["query"], positive, negative, query=record, split=args.split,
-                            domain=args.domain, backend=args.backend, model=model,
+                            record["query"],
+                            positive,
+                            negative,
+                            query=record,
+                            split=args.split,
+                            domain=args.domain,
+                            backend=args.backend,
+                            model=model,
                         )
                         triplet["model_revision"] = model_revision
                         triplets.append(triplet)
@@ -240,15 +289,27 @@ def main(argv=None) -> int:
 
     settings = run_settings(args)
     stats = {
-        "split": args.split, "domain": args.domain, "shard": args.shard, "shards": args.shards,
-        "backend": args.backend, "model": model, "model_revision": model_revision, "input_sha256": input_sha256,
-        "settings": settings, "settings_sha256": hashlib.sha256(dumps(settings).encode("utf-8")).hexdigest(),
-        "split_queries": len(records), "chosen_queries": len(chosen),
-        "queries": len(shard), "queries_with_triplets": with_triplets,
+        "split": args.split,
+        "domain": args.domain,
+        "shard": args.shard,
+        "shards": args.shards,
+        "backend": args.backend,
+        "model": model,
+        "model_revision": model_revision,
+        "input_sha256": input_sha256,
+        "settings": settings,
+        "settings_sha256": hashlib.sha256(dumps(settings).encode("utf-8")).hexdigest(),
+        "split_queries": len(records),
+        "chosen_queries": len(chosen),
+        "queries": len(shard),
+        "queries_with_triplets": with_triplets,
         "queries_without_negatives": without_negatives,
         "yield": round(with_triplets / len(shard), 6) if shard else None,
-        "triplets": len(triplets), "dropped": {k: v for k, v in sorted(drops.items()) if v}, "failures": dict(sorted(failures.items())),
-        "positive_kinds": dict(sorted(positive_kinds.items())), "negative_kinds": dict(sorted(negative_kinds.items())),
+        "triplets": len(triplets),
+        "dropped": {k: v for k, v in sorted(drops.items()) if v},
+        "failures": dict(sorted(failures.items())),
+        "positive_kinds": dict(sorted(positive_kinds.items())),
+        "negative_kinds": dict(sorted(negative_kinds.items())),
         "synonyms_filtered": dict(sorted(getattr(backend, "synonyms_filtered", Counter()).items())),
         "skipped_queries": dict(sorted(getattr(backend, "skipped", Counter()).items())),
         "qtypes_without_forms": dict(sorted(getattr(backend, "missing_forms", Counter()).items())),
@@ -256,7 +317,13 @@ def main(argv=None) -> int:
     }
     elapsed = time.perf_counter() - started
     LOG.info("stats: %s", dumps(stats))
-    LOG.info("%d triplets from %d queries in %.1f s (%.0f triplets/s)", len(triplets), len(shard), elapsed, len(triplets) / max(elapsed, 1e-9))
+    LOG.info(
+        "%d triplets from %d queries in %.1f s (%.0f triplets/s)",
+        len(triplets),
+        len(shard),
+        elapsed,
+        len(triplets) / max(elapsed, 1e-9),
+    )
     if shard and with_triplets / len(shard) < args.min_yield:
         raise PipelineError(
             f"{args.input} shard {args.shard}/{args.shards}: only {with_triplets} of {len(shard)} queries "

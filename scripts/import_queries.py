@@ -10,8 +10,8 @@ Duplicates (same comparison key) are merged into the first occurrence.
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -64,8 +64,13 @@ def import_queries(path: Path, domain: str):
             records[key]["occurrences"].append({"line": number})
             continue
         records[key] = {
-            "id": stable_id(domain[:8], key), "query": query, "domain": domain, "source": path.name,
-            "line": number, "meta": extra, "occurrences": [{"line": number}],
+            "id": stable_id(domain[:8], key),
+            "query": query,
+            "domain": domain,
+            "source": path.name,
+            "line": number,
+            "meta": extra,
+            "occurrences": [{"line": number}],
         }
     return list(records.values()), rejects, lines
 
@@ -85,11 +90,16 @@ def main(argv=None) -> int:
     args = parse_arguments(argv)
     setup_logging()
     if not args.source.is_file():
-        raise PipelineError(f"{args.source}: query file not found; set domains.{args.domain}.queries to an existing file")
+        raise PipelineError(
+            f"{args.source}: query file not found; set domains.{args.domain}.queries to an existing file"
+        )
     records, rejects, lines = import_queries(args.source, args.domain)
     stats = {
-        "source": str(args.source), "lines": lines, "records": len(records),
-        "duplicates_merged": lines - len(rejects) - len(records), "rejects": len(rejects),
+        "source": str(args.source),
+        "lines": lines,
+        "records": len(records),
+        "duplicates_merged": lines - len(rejects) - len(records),
+        "rejects": len(rejects),
         "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
     }
     write_jsonl(args.rejects, rejects)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import atomic_output, read_json, write_json
-from cache_embed.numbers import fmt as fmt_number, interval, pct, signed as signed_text
+from cache_embed.numbers import fmt as fmt_number
+from cache_embed.numbers import interval, pct
+from cache_embed.numbers import signed as signed_text
 from cache_embed.paths import shareable_path
 
 LOG = logging.getLogger("make_report")
@@ -39,14 +41,14 @@ figure{margin:1rem 0}.row{display:flex;flex-wrap:wrap;gap:2rem;align-items:flex-
 """
 PLOT_CAPTIONS = {
     "similarity_histograms": "Cosine similarity of test pairs: anchor-positive pairs must hit, anchor-negative pairs must miss. "
-                             "The dashed line is each model's deploy threshold.",
+    "The dashed line is each model's deploy threshold.",
     "precision_recall": "Pair precision against recall (hit rate of paraphrases), base vs adapter; "
-                        "dots mark each model's deploy threshold.",
+    "dots mark each model's deploy threshold.",
     "threshold_sweep": "Pair precision (solid) and hit rate (dashed) against the threshold: training moves the curves, "
-                       "so each model needs its own threshold (dotted lines: the deploy thresholds).",
+    "so each model needs its own threshold (dotted lines: the deploy thresholds).",
     "cache_operations": "Left: precision of served answers against the cache hit ratio (P-CHR) over all thresholds, "
-                        "dots at the deploy thresholds. Right: the share of served answers that are wrong, with its "
-                        "95% upper bound (dashed), against the threshold; the dotted line is the error budget.",
+    "dots at the deploy thresholds. Right: the share of served answers that are wrong, with its "
+    "95% upper bound (dashed), against the threshold; the dotted line is the error budget.",
 }
 SKIP_SERIES = ("runtime", "per_second", "samples", "flos", "epoch")
 
@@ -82,7 +84,9 @@ def table(header: list[str], rows: list[list], raw_columns: set[int] | frozenset
     """An HTML table; cells are escaped except those in raw_columns (already-built HTML)."""
     head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{cell if index in raw_columns else esc(fmt(cell))}</td>" for index, cell in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{cell if index in raw_columns else esc(fmt(cell))}</td>" for index, cell in enumerate(row))
+        + "</tr>"
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -100,15 +104,23 @@ def flatten(data, prefix: str = "") -> list[tuple[str, object]]:
 
 def key_value_table(data: dict, skip: tuple = ()) -> str:
     rows = [[key, value] for key, value in flatten({k: v for k, v in (data or {}).items() if k not in skip})]
-    return table(["key", "value"], rows).replace("<table>", '<table class="kv">', 1) if rows else '<p class="muted">nothing recorded</p>'
+    return (
+        table(["key", "value"], rows).replace("<table>", '<table class="kv">', 1)
+        if rows
+        else '<p class="muted">nothing recorded</p>'
+    )
 
 
 def counts_table(title: str, counts) -> str:
     if not isinstance(counts, dict) or not counts:
         return ""
     total = sum(value for value in counts.values() if isinstance(value, (int, float))) or 1
-    rows = [[key, value, f"{100 * value / total:.1f}%" if isinstance(value, (int, float)) else ""]
-            for key, value in sorted(counts.items(), key=lambda item: (-item[1] if isinstance(item[1], (int, float)) else 0, str(item[0])))]
+    rows = [
+        [key, value, f"{100 * value / total:.1f}%" if isinstance(value, (int, float)) else ""]
+        for key, value in sorted(
+            counts.items(), key=lambda item: (-item[1] if isinstance(item[1], (int, float)) else 0, str(item[0]))
+        )
+    ]
     return f"<h3>{esc(title)}</h3>" + table(["", "count", "share"], rows)
 
 
@@ -161,15 +173,18 @@ def training_plot(series: dict) -> bytes | None:
     import matplotlib.pyplot as plt
 
     losses = {name: points for name, points in series.items() if "loss" in name}
-    others = {name: points for name, points in series.items()
-              if "loss" not in name and name not in ("learning_rate", "grad_norm")}
+    others = {
+        name: points
+        for name, points in series.items()
+        if "loss" not in name and name not in ("learning_rate", "grad_norm")
+    }
     panels = [("loss", losses)] + ([("evaluation", others)] if others else [])
     if "learning_rate" in series:
         panels.append(("learning rate", {"learning_rate": series["learning_rate"]}))
     figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
-    for axis, (title, group) in zip(axes[0], panels):
+    for axis, (title, group) in zip(axes[0], panels, strict=False):
         for name, points in group.items():
-            steps, values = zip(*points)
+            steps, values = zip(*points, strict=False)
             axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=name)
         axis.set_title(title)
         axis.set_xlabel("step")
@@ -188,14 +203,30 @@ def section_data(queries_stats, split_stats, triplet_stats: dict, val_halves=Non
     parts = ['<h2 id="data">Data</h2>']
     if queries_stats is not None:
         q = queries_stats
-        parts.append("<h3>Queries</h3>" + table(["", "value"], [
-            ["documents", get(q, "documents")], ["records", get(q, "records")],
-            ["rejects", get(q, "rejects")], ["duplicates merged", get(q, "duplicates_merged")],
-        ]))
-        parts.append('<div class="row">' + "".join(
-            f"<div>{counts_table(title, get(q, key))}</div>" for title, key in (
-                ("Rejects by reason", "rejects_by_reason"), ("Records by collection", "records_by_collection"),
-                ("Records by question type", "records_by_qtype"))) + "</div>")
+        parts.append(
+            "<h3>Queries</h3>"
+            + table(
+                ["", "value"],
+                [
+                    ["documents", get(q, "documents")],
+                    ["records", get(q, "records")],
+                    ["rejects", get(q, "rejects")],
+                    ["duplicates merged", get(q, "duplicates_merged")],
+                ],
+            )
+        )
+        parts.append(
+            '<div class="row">'
+            + "".join(
+                f"<div>{counts_table(title, get(q, key))}</div>"
+                for title, key in (
+                    ("Rejects by reason", "rejects_by_reason"),
+                    ("Records by collection", "records_by_collection"),
+                    ("Records by question type", "records_by_qtype"),
+                )
+            )
+            + "</div>"
+        )
     else:
         parts.append('<p class="muted">No query statistics given.</p>')
     if split_stats is not None:
@@ -203,31 +234,55 @@ def section_data(queries_stats, split_stats, triplet_stats: dict, val_halves=Non
         rows = [[name, value] for name, value in (sizes.items() if isinstance(sizes, dict) else [])]
         rows.append(["focus overlap between splits (must be 0)", get(split_stats, "focus_overlap_total")])
         for split, share in sorted((get(split_stats, "residual_overlap_share", default={}) or {}).items()):
-            rows.append([f"share of {split} records sharing a focus, occurrence focus or synonym with another split",
-                         pct(share)])
+            rows.append(
+                [
+                    f"share of {split} records sharing a focus, occurrence focus or synonym with another split",
+                    pct(share),
+                ]
+            )
         parts.append("<h3>Splits</h3>" + table(["", "value"], rows))
         rest = {k: v for k, v in split_stats.items() if k not in ("sizes", "focus_overlap_total")}
         if rest:
             parts.append("<details><summary>All split statistics</summary>" + key_value_table(rest) + "</details>")
     if val_halves:
-        parts.append("<h3>Validation halves</h3><p>Focus-disjoint halves of the val triplets: <em>select</em> picks the "
-                     "training checkpoint, <em>calibrate</em> the deploy threshold.</p>" + table(
-                         ["half", "triplets", "anchors", "focus groups"],
-                         [[half, get(val_halves, half, "triplets"), get(val_halves, half, "anchors"),
-                           get(val_halves, half, "groups")] for half in ("select", "calibrate")]))
+        parts.append(
+            "<h3>Validation halves</h3><p>Focus-disjoint halves of the val triplets: <em>select</em> picks the "
+            "training checkpoint, <em>calibrate</em> the deploy threshold.</p>"
+            + table(
+                ["half", "triplets", "anchors", "focus groups"],
+                [
+                    [
+                        half,
+                        get(val_halves, half, "triplets"),
+                        get(val_halves, half, "anchors"),
+                        get(val_halves, half, "groups"),
+                    ]
+                    for half in ("select", "calibrate")
+                ],
+            )
+        )
     if triplet_stats:
         splits = sorted(triplet_stats)
         rows = [[split, get(triplet_stats[split], "triplets"), get(triplet_stats[split], "yield")] for split in splits]
         parts.append("<h3>Triplets</h3>" + table(["split", "triplets", "yield"], rows))
         for field, title in (("dropped", "Dropped by reason"), ("failures", "Failures by reason")):
-            reasons = sorted({reason for split in splits for reason in (get(triplet_stats[split], field, default={}) or {})})
+            reasons = sorted(
+                {reason for split in splits for reason in (get(triplet_stats[split], field, default={}) or {})}
+            )
             if reasons:
-                rows = [[reason] + [get(triplet_stats[split], field, reason, default=0) for split in splits] for reason in reasons]
+                rows = [
+                    [reason] + [get(triplet_stats[split], field, reason, default=0) for split in splits]
+                    for reason in reasons
+                ]
                 parts.append(f"<h3>{esc(title)}</h3>" + table(["reason"] + splits, rows))
         for split in splits:
-            rest = {k: v for k, v in triplet_stats[split].items() if k not in ("triplets", "yield", "dropped", "failures")}
+            rest = {
+                k: v for k, v in triplet_stats[split].items() if k not in ("triplets", "yield", "dropped", "failures")
+            }
             if rest:
-                parts.append(f"<details><summary>All statistics of the {esc(split)} triplets</summary>{key_value_table(rest)}</details>")
+                parts.append(
+                    f"<details><summary>All statistics of the {esc(split)} triplets</summary>{key_value_table(rest)}</details>"
+                )
     return "\n".join(parts)
 
 
@@ -237,8 +292,10 @@ def section_training(history, training_info) -> str:
         series = training_series(history)
         png = training_plot(series)
         if png:
-            parts.append(f"<figure>{image_tag(png, 'training curves')}<figcaption>Training and evaluation curves "
-                         f"from history.json ({esc(', '.join(series))}).</figcaption></figure>")
+            parts.append(
+                f"<figure>{image_tag(png, 'training curves')}<figcaption>Training and evaluation curves "
+                f"from history.json ({esc(', '.join(series))}).</figcaption></figure>"
+            )
         else:
             parts.append('<p class="muted">history.json holds no entries with a step.</p>')
     if training_info is not None:
@@ -272,27 +329,45 @@ def section_answer(metrics: dict) -> str:
             rows.append([name, "none", "", "", "", "", ""])
             continue
         test = entry.get("test") or {}
-        rows.append([
-            name, fmt(entry.get("threshold"), 4),
-            ("met" if entry.get("bound_met_on_val") else "NOT met")
-            + f" (upper bound {pct(get(entry, 'val', 'wrong_share_upper'))})",
-            f"{pct(test.get('wrong_share'))} {_pct_ci(test.get('wrong_share_ci'))}",
-            f"{pct(test.get('repeat_hit_rate'))} {_pct_ci(test.get('repeat_hit_rate_ci'))}",
-            f"{pct(test.get('novel_false_hit_rate'))} {_pct_ci(test.get('novel_false_hit_rate_ci'))}",
-            "yes" if test.get("bound_held") else "NO",
-        ])
-    parts.append(table(["model", "deploy threshold", f"95% bound on validation (budget {pct(rec.get('max_wrong_share'))})",
-                        "TEST wrong share [95% CI]", "TEST repeat hit rate [95% CI]",
-                        "TEST novel false-hit rate [95% CI]", "bound held on test"], rows))
+        rows.append(
+            [
+                name,
+                fmt(entry.get("threshold"), 4),
+                ("met" if entry.get("bound_met_on_val") else "NOT met")
+                + f" (upper bound {pct(get(entry, 'val', 'wrong_share_upper'))})",
+                f"{pct(test.get('wrong_share'))} {_pct_ci(test.get('wrong_share_ci'))}",
+                f"{pct(test.get('repeat_hit_rate'))} {_pct_ci(test.get('repeat_hit_rate_ci'))}",
+                f"{pct(test.get('novel_false_hit_rate'))} {_pct_ci(test.get('novel_false_hit_rate_ci'))}",
+                "yes" if test.get("bound_held") else "NO",
+            ]
+        )
+    parts.append(
+        table(
+            [
+                "model",
+                "deploy threshold",
+                f"95% bound on validation (budget {pct(rec.get('max_wrong_share'))})",
+                "TEST wrong share [95% CI]",
+                "TEST repeat hit rate [95% CI]",
+                "TEST novel false-hit rate [95% CI]",
+                "bound held on test",
+            ],
+            rows,
+        )
+    )
     delta = rec.get("delta") or {}
     if delta.get("repeat_hit_rate"):
         parts.append(
             "<p>Adapter minus base, each at its own deploy threshold (95% CI): repeat hit rate "
             f"{esc(pct(delta['repeat_hit_rate'].get('delta')))} {esc(_pct_ci(delta['repeat_hit_rate']))}; wrong share "
-            f"{esc(pct(get(delta, 'wrong_share', 'delta')))} {esc(_pct_ci(delta.get('wrong_share')))}.</p>")
+            f"{esc(pct(get(delta, 'wrong_share', 'delta')))} {esc(_pct_ci(delta.get('wrong_share')))}.</p>"
+        )
     if rec.get("rule"):
-        chosen = ("the calibration half of the validation split" if rec.get("chosen_on") == "val"
-                  else "the test triplets themselves (optimistic: no calibration triplets)")
+        chosen = (
+            "the calibration half of the validation split"
+            if rec.get("chosen_on") == "val"
+            else "the test triplets themselves (optimistic: no calibration triplets)"
+        )
         boot = rec.get("bootstrap") or {}
         parts.append(
             f'<p class="muted" id="threshold-provenance">Chosen on {esc(chosen)} ({esc(fmt(rec.get("calibration_triplets")))}'
@@ -302,7 +377,8 @@ def section_answer(metrics: dict) -> str:
             f" traffic mix {esc(pct(rec.get('repeat_share')))} repeats. Measured on test (a cache of"
             f" {esc(fmt(get(rec, 'test_cache', 'cached_entries')))} questions). A served answer is correct when the"
             f" cached question is equivalent to the incoming one ({esc(rec.get('equivalence'))}). Intervals: paired"
-            f" bootstrap over {esc(fmt(boot.get('groups')))} focus groups ({esc(fmt(boot.get('resamples')))} resamples).</p>")
+            f" bootstrap over {esc(fmt(boot.get('groups')))} focus groups ({esc(fmt(boot.get('resamples')))} resamples).</p>"
+        )
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -312,43 +388,89 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
     base, adapter, delta, ci = (test.get(key, {}) for key in ("base", "adapter", "delta", "ci"))
     rec = metrics.get("recommended_threshold", {})
     unit = next(iter(ci.values()), {}).get("unit", "group") if ci else "group"
-    parts = ['<h2 id="evaluation">Evaluation as a semantic cache</h2>',
-             f"<p>Test triplets: {esc(fmt(get(metrics, 'counts', 'triplets')))} from "
-             f"{esc(fmt(get(metrics, 'counts', 'anchors')))} cached questions in "
-             f"{esc(fmt(get(metrics, 'counts', 'focus_groups')))} focus groups. Deltas are adapter minus base; intervals "
-             f"are 95% paired bootstrap intervals resampling {esc(unit)}s "
-             f"({esc(fmt(get(metrics, 'settings', 'bootstrap')))} resamples).</p>"]
+    parts = [
+        '<h2 id="evaluation">Evaluation as a semantic cache</h2>',
+        f"<p>Test triplets: {esc(fmt(get(metrics, 'counts', 'triplets')))} from "
+        f"{esc(fmt(get(metrics, 'counts', 'anchors')))} cached questions in "
+        f"{esc(fmt(get(metrics, 'counts', 'focus_groups')))} focus groups. Deltas are adapter minus base; intervals "
+        f"are 95% paired bootstrap intervals resampling {esc(unit)}s "
+        f"({esc(fmt(get(metrics, 'settings', 'bootstrap')))} resamples).</p>",
+    ]
 
     # The cache at fixed thresholds.
     rows = []
     for key in sorted(get(base, "cache", "at_threshold", default={}) or {}):
         for name, block in (("base", base), ("adapter", adapter)):
             point = get(block, "cache", "at_threshold", key, default={}) or {}
-            rows.append([key, name, pct(point.get("repeat_hit_rate")), pct(point.get("repeat_wrong_rate")),
-                         pct(point.get("novel_false_hit_rate")), pct(point.get("served_share")),
-                         pct(point.get("wrong_share")), fmt(point.get("correct_hits")),
-                         fmt(point.get("correct_by_equivalence"))])
-    parts.append('<h3 id="threshold">The cache at fixed thresholds (test)</h3>'
-                 f"<p>Every distinct test question is cached; repeats (paraphrases) and novel questions (hard negatives,"
-                 f" their own source and its equivalents left out of their lookup) are looked up; the traffic mix is"
-                 f" {esc(pct(rec.get('repeat_share')))} repeats. P-CHR AUC (precision against cache hit ratio): base "
-                 f"{esc(fmt(get(base, 'cache', 'p_chr', 'auc')))}, adapter {esc(fmt(get(adapter, 'cache', 'p_chr', 'auc')))}.</p>"
-                 + table(["threshold", "model", "repeat hit rate", "repeat wrong rate", "novel false-hit rate",
-                          "served share", "wrong share", "correct hits", "of which through equivalence"], rows))
+            rows.append(
+                [
+                    key,
+                    name,
+                    pct(point.get("repeat_hit_rate")),
+                    pct(point.get("repeat_wrong_rate")),
+                    pct(point.get("novel_false_hit_rate")),
+                    pct(point.get("served_share")),
+                    pct(point.get("wrong_share")),
+                    fmt(point.get("correct_hits")),
+                    fmt(point.get("correct_by_equivalence")),
+                ]
+            )
+    parts.append(
+        '<h3 id="threshold">The cache at fixed thresholds (test)</h3>'
+        f"<p>Every distinct test question is cached; repeats (paraphrases) and novel questions (hard negatives,"
+        f" their own source and its equivalents left out of their lookup) are looked up; the traffic mix is"
+        f" {esc(pct(rec.get('repeat_share')))} repeats. P-CHR AUC (precision against cache hit ratio): base "
+        f"{esc(fmt(get(base, 'cache', 'p_chr', 'auc')))}, adapter {esc(fmt(get(adapter, 'cache', 'p_chr', 'auc')))}.</p>"
+        + table(
+            [
+                "threshold",
+                "model",
+                "repeat hit rate",
+                "repeat wrong rate",
+                "novel false-hit rate",
+                "served share",
+                "wrong share",
+                "correct hits",
+                "of which through equivalence",
+            ],
+            rows,
+        )
+    )
 
     # Pair figures with CIs.
     rows = []
-    for key, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("triplet_accuracy", "triplet accuracy"),
-                       ("mean_pos", "mean cosine anchor-positive"), ("mean_neg", "mean cosine anchor-negative"),
-                       ("margin", "margin (pos - neg)")):
-        rows.append([label, fmt(base.get(key)), fmt(adapter.get(key)),
-                     signed(delta.get(key), higher_is_better=key != "mean_neg"), esc(_ci_text(ci, key))])
+    for key, label in (
+        ("roc_auc", "ROC-AUC"),
+        ("pr_auc", "PR-AUC"),
+        ("triplet_accuracy", "triplet accuracy"),
+        ("mean_pos", "mean cosine anchor-positive"),
+        ("mean_neg", "mean cosine anchor-negative"),
+        ("margin", "margin (pos - neg)"),
+    ):
+        rows.append(
+            [
+                label,
+                fmt(base.get(key)),
+                fmt(adapter.get(key)),
+                signed(delta.get(key), higher_is_better=key != "mean_neg"),
+                esc(_ci_text(ci, key)),
+            ]
+        )
     for key in sorted(base.get("at_precision", {}) or {}):
         b, a = base["at_precision"][key] or {}, (adapter.get("at_precision", {}) or {}).get(key) or {}
-        rows.append([f"recall at pair precision {key}",
-                     f"{fmt(b.get('recall'))} (t={fmt(b.get('threshold'))})", f"{fmt(a.get('recall'))} (t={fmt(a.get('threshold'))})",
-                     signed(get(delta, "at_precision", key, "recall")), "n/a"])
-    parts.append('<h3 id="summary">Pair figures (test)</h3>' + table(["figure", "base", "adapter", "delta", "95% CI of delta"], rows, {3, 4}))
+        rows.append(
+            [
+                f"recall at pair precision {key}",
+                f"{fmt(b.get('recall'))} (t={fmt(b.get('threshold'))})",
+                f"{fmt(a.get('recall'))} (t={fmt(a.get('threshold'))})",
+                signed(get(delta, "at_precision", key, "recall")),
+                "n/a",
+            ]
+        )
+    parts.append(
+        '<h3 id="summary">Pair figures (test)</h3>'
+        + table(["figure", "base", "adapter", "delta", "95% CI of delta"], rows, {3, 4})
+    )
 
     # The pair-based threshold (secondary).
     pair = rec.get("pair_threshold") or {}
@@ -356,13 +478,35 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
         rows = []
         for name in ("adapter", "base"):
             point = pair.get(name)
-            rows.append([name] + (["unreachable", None, None, None, None] if not point else
-                                  [fmt(point.get("threshold"), 4), get(point, "calibration", "precision"),
-                                   point.get("precision"), point.get("recall"), pct(get(point, "cache", "wrong_share"))]))
-        parts.append("<h3>Pair-based threshold (secondary)</h3>"
-                     f"<p>{esc(pair.get('note', ''))} Deploy precision {esc(fmt(pair.get('deploy_precision')))}.</p>"
-                     + table(["model", "threshold", "precision where chosen", "TEST pair precision", "TEST pair recall",
-                              "TEST cache wrong share"], rows))
+            rows.append(
+                [name]
+                + (
+                    ["unreachable", None, None, None, None]
+                    if not point
+                    else [
+                        fmt(point.get("threshold"), 4),
+                        get(point, "calibration", "precision"),
+                        point.get("precision"),
+                        point.get("recall"),
+                        pct(get(point, "cache", "wrong_share")),
+                    ]
+                )
+            )
+        parts.append(
+            "<h3>Pair-based threshold (secondary)</h3>"
+            f"<p>{esc(pair.get('note', ''))} Deploy precision {esc(fmt(pair.get('deploy_precision')))}.</p>"
+            + table(
+                [
+                    "model",
+                    "threshold",
+                    "precision where chosen",
+                    "TEST pair precision",
+                    "TEST pair recall",
+                    "TEST cache wrong share",
+                ],
+                rows,
+            )
+        )
     if rec.get("note"):
         parts.append(f'<div class="warn"><strong>The threshold moves.</strong> {esc(rec["note"])}</div>')
 
@@ -371,19 +515,46 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
         rows = []
         for group, entry in groups.items():
             b, a = entry.get("base", {}), entry.get("adapter", {})
-            rows.append([group, entry.get("triplets"), b.get("roc_auc"), a.get("roc_auc"), b.get("triplet_accuracy"),
-                         a.get("triplet_accuracy"), b.get("margin"), a.get("margin"),
-                         get(b, "at_recommended_threshold", "recall"), get(a, "at_recommended_threshold", "recall")])
+            rows.append(
+                [
+                    group,
+                    entry.get("triplets"),
+                    b.get("roc_auc"),
+                    a.get("roc_auc"),
+                    b.get("triplet_accuracy"),
+                    a.get("triplet_accuracy"),
+                    b.get("margin"),
+                    a.get("margin"),
+                    get(b, "at_recommended_threshold", "recall"),
+                    get(a, "at_recommended_threshold", "recall"),
+                ]
+            )
         if rows:
-            parts.append(f"<h3>{esc(title)}</h3>" + table(
-                ["group", "triplets", "base ROC-AUC", "adapter ROC-AUC", "base triplet acc.", "adapter triplet acc.",
-                 "base margin", "adapter margin", "base pair recall at its deploy threshold",
-                 "adapter pair recall at its deploy threshold"], rows))
+            parts.append(
+                f"<h3>{esc(title)}</h3>"
+                + table(
+                    [
+                        "group",
+                        "triplets",
+                        "base ROC-AUC",
+                        "adapter ROC-AUC",
+                        "base triplet acc.",
+                        "adapter triplet acc.",
+                        "base margin",
+                        "adapter margin",
+                        "base pair recall at its deploy threshold",
+                        "adapter pair recall at its deploy threshold",
+                    ],
+                    rows,
+                )
+            )
 
     parts.append('<h3 id="plots">Plots</h3>')
     for plot in plots:
         caption = PLOT_CAPTIONS.get(plot.stem, plot.stem)
-        parts.append(f"<figure>{image_tag(plot.read_bytes(), plot.stem)}<figcaption>{esc(caption)}</figcaption></figure>")
+        parts.append(
+            f"<figure>{image_tag(plot.read_bytes(), plot.stem)}<figcaption>{esc(caption)}</figcaption></figure>"
+        )
     return "\n".join(parts)
 
 
@@ -396,15 +567,47 @@ def section_external(metrics: dict) -> str:
     rows = []
     for name, entry in sorted(external.items()):
         b, a, d = entry.get("base", {}), entry.get("adapter", {}), entry.get("delta", {})
-        rows.append([esc(name), esc(fmt(entry.get("pairs"))), esc(fmt(b.get("roc_auc"))), esc(fmt(a.get("roc_auc"))),
-                     signed(d.get("roc_auc")), esc(fmt(b.get("pr_auc"))), esc(fmt(a.get("pr_auc"))), signed(d.get("pr_auc")),
-                     esc(f"{fmt(get(b, 'at_recommended_threshold', 'precision'))} / {fmt(get(b, 'at_recommended_threshold', 'recall'))}"),
-                     esc(f"{fmt(get(a, 'at_recommended_threshold', 'precision'))} / {fmt(get(a, 'at_recommended_threshold', 'recall'))}")])
+        rows.append(
+            [
+                esc(name),
+                esc(fmt(entry.get("pairs"))),
+                esc(fmt(b.get("roc_auc"))),
+                esc(fmt(a.get("roc_auc"))),
+                signed(d.get("roc_auc")),
+                esc(fmt(b.get("pr_auc"))),
+                esc(fmt(a.get("pr_auc"))),
+                signed(d.get("pr_auc")),
+                esc(
+                    f"{fmt(get(b, 'at_recommended_threshold', 'precision'))} / {fmt(get(b, 'at_recommended_threshold', 'recall'))}"
+                ),
+                esc(
+                    f"{fmt(get(a, 'at_recommended_threshold', 'precision'))} / {fmt(get(a, 'at_recommended_threshold', 'recall'))}"
+                ),
+            ]
+        )
     chosen = "validation" if get(metrics, "recommended_threshold", "chosen_on") == "val" else "test"
-    parts.append("<p>Pairs labelled 1 (same intent, must hit) or 0 (different intent, must miss); precision/recall at each "
-                 f"model's deploy threshold (chosen on the {chosen} cache simulation).</p>")
-    parts.append(table(["set", "pairs", "base ROC-AUC", "adapter ROC-AUC", "delta", "base PR-AUC", "adapter PR-AUC", "delta",
-                        "base P / R", "adapter P / R"], rows, set(range(10))))
+    parts.append(
+        "<p>Pairs labelled 1 (same intent, must hit) or 0 (different intent, must miss); precision/recall at each "
+        f"model's deploy threshold (chosen on the {chosen} cache simulation).</p>"
+    )
+    parts.append(
+        table(
+            [
+                "set",
+                "pairs",
+                "base ROC-AUC",
+                "adapter ROC-AUC",
+                "delta",
+                "base PR-AUC",
+                "adapter PR-AUC",
+                "delta",
+                "base P / R",
+                "adapter P / R",
+            ],
+            rows,
+            set(range(10)),
+        )
+    )
     return "\n".join(parts)
 
 
@@ -419,13 +622,22 @@ def shareable(data):
     return data
 
 
-def render_report(domain: str, metrics: dict, plots: list[Path], queries_stats=None, split_stats=None,
-                  triplet_stats: dict | None = None, history=None, training_info=None, effective_config=None,
-                  val_halves=None) -> str:
+def render_report(
+    domain: str,
+    metrics: dict,
+    plots: list[Path],
+    queries_stats=None,
+    split_stats=None,
+    triplet_stats: dict | None = None,
+    history=None,
+    training_info=None,
+    effective_config=None,
+    val_halves=None,
+) -> str:
     models = metrics.get("models", {})
     body = [
         f"<h1>Cache-embedding report: {esc(domain)}</h1>",
-        f"<p class=\"muted\">Base model {esc(models.get('adapter_base_model') or models.get('base', 'n/a'))}; "
+        f'<p class="muted">Base model {esc(models.get("adapter_base_model") or models.get("base", "n/a"))}; '
         f"adapter {esc(shareable_path(models.get('adapter')) or 'n/a')}.</p>",
         section_answer(metrics),
         '<nav><a href="#answer">Answer</a><a href="#data">Data</a><a href="#training">Training</a>'
@@ -437,15 +649,17 @@ def render_report(domain: str, metrics: dict, plots: list[Path], queries_stats=N
         section_external(metrics),
         '<h2 id="config">Effective configuration</h2>',
         f"<pre>{esc(json.dumps(shareable(effective_config), indent=2, sort_keys=True, ensure_ascii=False))}</pre>"
-        if effective_config is not None else '<p class="muted">not given</p>',
+        if effective_config is not None
+        else '<p class="muted">not given</p>',
         "<h2>Versions</h2>" + key_value_table(metrics.get("versions", {})),
     ]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>Cache-embedding report: {esc(domain)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body) + "\n</body>\n</html>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
     )
 
 
@@ -509,10 +723,15 @@ def main(argv=None) -> int:
             raise PipelineError(f"--triplet-stats: two files for the split '{name}'")
         triplet_stats[name] = _read_optional(path) or {}
     page = render_report(
-        args.domain, _read_optional(args.metrics), plots,
-        queries_stats=_read_optional(args.queries_stats), split_stats=_read_optional(args.split_stats),
-        triplet_stats=triplet_stats, history=_read_optional(args.history),
-        training_info=_read_optional(args.training_info), effective_config=effective_config,
+        args.domain,
+        _read_optional(args.metrics),
+        plots,
+        queries_stats=_read_optional(args.queries_stats),
+        split_stats=_read_optional(args.split_stats),
+        triplet_stats=triplet_stats,
+        history=_read_optional(args.history),
+        training_info=_read_optional(args.training_info),
+        effective_config=effective_config,
         val_halves=_read_optional(args.val_halves),
     )
     with atomic_output(args.output) as handle:

@@ -123,14 +123,17 @@ def main(argv=None) -> int:
         raise PipelineError(f"{partial}: the merged save is not a plain model; check the peft version")
     info_path = Path(args.adapter) / "training_info.json"
     info = read_json(info_path) if info_path.exists() else {}
-    write_json(partial / "merge_info.json", {
-        "base_model": info.get("base_model", {}).get("name"),
-        "base_revision": info.get("base_model", {}).get("revision"),
-        "adapter": str(Path(args.adapter)),
-        "max_abs_difference": difference,
-        "atol": args.atol,
-        "check_sentences": len(CHECK_SENTENCES),
-    })
+    write_json(
+        partial / "merge_info.json",
+        {
+            "base_model": info.get("base_model", {}).get("name"),
+            "base_revision": info.get("base_model", {}).get("revision"),
+            "adapter": str(Path(args.adapter)),
+            "max_abs_difference": difference,
+            "atol": args.atol,
+            "check_sentences": len(CHECK_SENTENCES),
+        },
+    )
     (partial / "README.md").write_text(merged_card(info, args.adapter), encoding="utf-8")
     if output.exists():
         shutil.rmtree(output)

@@ -17,14 +17,14 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
-from xml.etree.ElementTree import ParseError
 
-from cache_embed.medquad_archive import COLLECTION_COUNT, ContentDigest, iter_xml_members, open_archive, verify_digest
 from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import write_json, write_jsonl
+from cache_embed.medquad_archive import COLLECTION_COUNT, ContentDigest, iter_xml_members, open_archive, verify_digest
 from cache_embed.text import comparison_key, normalise_whitespace, stable_id
 
 LOG = logging.getLogger("parse_medquad")
@@ -34,12 +34,26 @@ LOG = logging.getLogger("parse_medquad")
 # lower-case <doc> schema and one CDC file a <DiseaseFile> root with <UMLS> directly under it.
 # Element names are mapped onto the main schema so one reader serves all three.
 _TAG_ALIASES = {
-    "doc": "Document", "diseasefile": "Document", "document": "Document",
-    "doctitle-focus": "Focus", "focus": "Focus", "focusannotations": "FocusAnnotations",
-    "umls": "UMLS", "cuis": "CUIs", "cui": "CUI", "semantictypes": "SemanticTypes",
-    "semantictype": "SemanticType", "semanticgroup": "SemanticGroup", "synonyms": "Synonyms",
-    "synonym": "Synonym", "category": "Category", "qapairs": "QAPairs", "qapair": "QAPair",
-    "pair": "QAPair", "question": "Question", "answer": "Answer",
+    "doc": "Document",
+    "diseasefile": "Document",
+    "document": "Document",
+    "doctitle-focus": "Focus",
+    "focus": "Focus",
+    "focusannotations": "FocusAnnotations",
+    "umls": "UMLS",
+    "cuis": "CUIs",
+    "cui": "CUI",
+    "semantictypes": "SemanticTypes",
+    "semantictype": "SemanticType",
+    "semanticgroup": "SemanticGroup",
+    "synonyms": "Synonyms",
+    "synonym": "Synonym",
+    "category": "Category",
+    "qapairs": "QAPairs",
+    "qapair": "QAPair",
+    "pair": "QAPair",
+    "question": "Question",
+    "answer": "Answer",
 }
 _ID_ATTRIBUTES = ("id", "docid", "fid")
 _SOURCE_ATTRIBUTES = ("source", "corpus")
@@ -66,7 +80,11 @@ def parse_document(name: str, data: bytes) -> tuple[list[dict], list[dict]]:
     except UnicodeDecodeError as error:
         return [], [{"file": name, "reason": "not_utf8", "detail": str(error)}]
     except ParseError as error:
-        reason = "not_utf8" if "encoding" in str(error) or "not well-formed (invalid token)" in str(error) and _not_utf8(data) else "xml_parse_error"
+        reason = (
+            "not_utf8"
+            if "encoding" in str(error) or "not well-formed (invalid token)" in str(error) and _not_utf8(data)
+            else "xml_parse_error"
+        )
         return [], [{"file": name, "reason": reason, "detail": str(error)}]
     except DefusedXmlException as error:
         return [], [{"file": name, "reason": "xml_forbidden_construct", "detail": type(error).__name__}]
@@ -105,12 +123,23 @@ def parse_document(name: str, data: bytes) -> tuple[list[dict], list[dict]]:
             rejects.append({**where, "reason": "missing_qtype", "query": text})
             continue
         answer = pair.find("Answer")
-        occurrences.append({
-            "query": text, "qtype": qtype, "focus": focus, "collection": collection, "source": source,
-            "document_id": document_id, "qid": qid or f"{document_id}-{pair.get('pid')}", "cuis": cuis,
-            "semantic_types": semantic_types, "semantic_group": semantic_group, "synonyms": synonyms,
-            "category": category, "has_answer": bool(answer is not None and (answer.text or "").strip()),
-        })
+        occurrences.append(
+            {
+                "query": text,
+                "qtype": qtype,
+                "focus": focus,
+                "collection": collection,
+                "source": source,
+                "document_id": document_id,
+                "qid": qid or f"{document_id}-{pair.get('pid')}",
+                "cuis": cuis,
+                "semantic_types": semantic_types,
+                "semantic_group": semantic_group,
+                "synonyms": synonyms,
+                "category": category,
+                "has_answer": bool(answer is not None and (answer.text or "").strip()),
+            }
+        )
     return occurrences, rejects
 
 
@@ -171,7 +200,9 @@ def parse_arguments(argv):
     parser.add_argument("--output", required=True, type=Path, help="queries JSONL")
     parser.add_argument("--rejects", required=True, type=Path)
     parser.add_argument("--stats", required=True, type=Path)
-    parser.add_argument("--content-sha256", required=True, help="pinned digest of the XML content; empty skips the check")
+    parser.add_argument(
+        "--content-sha256", required=True, help="pinned digest of the XML content; empty skips the check"
+    )
     parser.add_argument("--max-unpacked-mb", type=float, required=True)
     parser.add_argument("--max-reject-fraction", type=float, required=True)
     parser.add_argument("--min-collections", type=int, default=COLLECTION_COUNT)
@@ -190,8 +221,15 @@ def main(argv=None) -> int:
     write_json(args.stats, stats)
     seen = digest.documents + stats["questions_seen"]
     fraction = len(rejects) / max(seen, 1)
-    LOG.info("%d documents, %d questions, %d records, %d duplicates merged, %d rejects (%.3f%%)",
-             digest.documents, len(occurrences), len(records), stats["duplicates_merged"], len(rejects), 100 * fraction)
+    LOG.info(
+        "%d documents, %d questions, %d records, %d duplicates merged, %d rejects (%.3f%%)",
+        digest.documents,
+        len(occurrences),
+        len(records),
+        stats["duplicates_merged"],
+        len(rejects),
+        100 * fraction,
+    )
     if fraction > args.max_reject_fraction:
         raise PipelineError(
             f"{args.archive}: {len(rejects)} rejects ({fraction:.2%}) exceed max_reject_fraction "

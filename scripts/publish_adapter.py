@@ -19,9 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from cache_embed.files import sha256_file
 from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import write_json
+from cache_embed.files import sha256_file, write_json
 
 LOG = logging.getLogger("publish_adapter")
 HUB_REPO_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -64,9 +63,7 @@ def collect_files(adapter: Path, model_card: Path | None = None) -> tuple[list[d
 def parse_s3_prefix(prefix: str) -> tuple[str, str]:
     match = S3_PREFIX_PATTERN.match(prefix)
     if not match:
-        raise PipelineError(
-            f"publish.s3_prefix {prefix!r} is not an S3 URL; use s3://<bucket>/<optional/prefix>"
-        )
+        raise PipelineError(f"publish.s3_prefix {prefix!r} is not an S3 URL; use s3://<bucket>/<optional/prefix>")
     return match.group(1), (match.group(2) or "").strip("/")
 
 
@@ -76,19 +73,28 @@ def upload_s3(files: list[dict], prefix: str, dry_run: bool) -> dict:
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
     result = {"bucket": bucket, "prefix": key_prefix, "keys": keys, "endpoint_url": endpoint}
     if dry_run:
-        for item, key in zip(files, keys):
-            LOG.info("would upload %s (%d bytes, sha256 %s) to s3://%s/%s",
-                     item["path"], item["bytes"], item["sha256"], bucket, key)
+        for item, key in zip(files, keys, strict=False):
+            LOG.info(
+                "would upload %s (%d bytes, sha256 %s) to s3://%s/%s",
+                item["path"],
+                item["bytes"],
+                item["sha256"],
+                bucket,
+                key,
+            )
         return result
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     client = boto3.session.Session().client("s3", endpoint_url=endpoint)
     try:
-        for item, key in zip(files, keys):
+        for item, key in zip(files, keys, strict=False):
             LOG.info("uploading %s (%d bytes) to s3://%s/%s", item["path"], item["bytes"], bucket, key)
             client.upload_file(
-                str(item["source"]), bucket, key, ExtraArgs={"Metadata": {"sha256": item["sha256"]}},
+                str(item["source"]),
+                bucket,
+                key,
+                ExtraArgs={"Metadata": {"sha256": item["sha256"]}},
             )
             head = client.head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] != item["bytes"] or head.get("Metadata", {}).get("sha256") != item["sha256"]:
@@ -117,8 +123,9 @@ def upload_hub(files: list[dict], repo: str, token: str | None, private: bool, d
         if not token:
             LOG.warning("no Hub token in the environment: a real run would fail")
         for item in files:
-            LOG.info("would upload %s (%d bytes, sha256 %s) to hf.co/%s",
-                     item["path"], item["bytes"], item["sha256"], repo)
+            LOG.info(
+                "would upload %s (%d bytes, sha256 %s) to hf.co/%s", item["path"], item["bytes"], item["sha256"], repo
+            )
         return result
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -128,7 +135,9 @@ def upload_hub(files: list[dict], repo: str, token: str | None, private: bool, d
     try:
         api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
         commit = api.create_commit(
-            repo, operations=operations, repo_type="model",
+            repo,
+            operations=operations,
+            repo_type="model",
             commit_message=f"Upload {domain} cache-embedding LoRA adapter",
         )
     except HfHubHTTPError as error:
@@ -139,9 +148,17 @@ def upload_hub(files: list[dict], repo: str, token: str | None, private: bool, d
     return result
 
 
-def publish(adapter: Path, receipt: Path, domain: str, hub_repo: str = "", s3_prefix: str = "",
-            model_card: Path | None = None, hub_private: bool = True, token_env: str = "HF_TOKEN",
-            dry_run: bool = False) -> dict:
+def publish(
+    adapter: Path,
+    receipt: Path,
+    domain: str,
+    hub_repo: str = "",
+    s3_prefix: str = "",
+    model_card: Path | None = None,
+    hub_private: bool = True,
+    token_env: str = "HF_TOKEN",
+    dry_run: bool = False,
+) -> dict:
     if not hub_repo and not s3_prefix:
         raise PipelineError(
             "nothing to publish to: set publish.hub_repo (<owner>/<name>) and/or publish.s3_prefix "
@@ -156,8 +173,13 @@ def publish(adapter: Path, receipt: Path, domain: str, hub_repo: str = "", s3_pr
     if s3_prefix:
         parse_s3_prefix(s3_prefix)  # fail on a bad prefix before uploading anything anywhere
     files, skipped = collect_files(adapter, model_card)
-    LOG.info("%s: %d files, %d bytes%s", adapter, len(files), sum(item["bytes"] for item in files),
-             " (dry run)" if dry_run else "")
+    LOG.info(
+        "%s: %d files, %d bytes%s",
+        adapter,
+        len(files),
+        sum(item["bytes"] for item in files),
+        " (dry run)" if dry_run else "",
+    )
     record = {
         "domain": domain,
         "dry_run": dry_run,
@@ -178,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--receipt", required=True, type=Path, help="JSON receipt to write")
     parser.add_argument("--domain", required=True)
     parser.add_argument("--hub-repo", default="", help="<owner>/<name> on the Hugging Face Hub; empty: skip")
-    parser.add_argument("--hub-private", action=argparse.BooleanOptionalAction, default=True,
-                        help="create the Hub repo as private (default) if it does not exist")
+    parser.add_argument(
+        "--hub-private",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="create the Hub repo as private (default) if it does not exist",
+    )
     parser.add_argument("--s3-prefix", default="", help="s3://<bucket>/<prefix>; empty: skip")
     parser.add_argument("--model-card", type=Path, help="upload this file as README.md")
     parser.add_argument("--token-env", default="HF_TOKEN", help="environment variable holding the Hub token")
@@ -194,9 +220,17 @@ def main(argv=None) -> int:
     # Keep HTTP client internals out of the log even with --verbose (request details, never the token).
     for name in ("httpx", "httpcore", "urllib3", "botocore", "boto3", "s3transfer", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    publish(args.adapter, args.receipt, args.domain, hub_repo=args.hub_repo, s3_prefix=args.s3_prefix,
-            model_card=args.model_card, hub_private=args.hub_private, token_env=args.token_env,
-            dry_run=args.dry_run)
+    publish(
+        args.adapter,
+        args.receipt,
+        args.domain,
+        hub_repo=args.hub_repo,
+        s3_prefix=args.s3_prefix,
+        model_card=args.model_card,
+        hub_private=args.hub_private,
+        token_env=args.token_env,
+        dry_run=args.dry_run,
+    )
     return 0
 
 

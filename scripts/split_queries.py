@@ -12,8 +12,8 @@ split's records that share one with another split (both must be 0).
 from __future__ import annotations
 
 import argparse
-import logging
 import hashlib
+import logging
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -22,10 +22,8 @@ from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import read_jsonl, write_json, write_jsonl
 from cache_embed.focus_groups import focus_entities, group_records
 from cache_embed.names import SPLITS
-from cache_embed.text import comparison_key
 
 LOG = logging.getLogger("split_queries")
-
 
 
 def assign_splits(groups: dict[str, list[int]], fractions: dict[str, float], seed: int) -> dict[str, str]:
@@ -35,7 +33,12 @@ def assign_splits(groups: dict[str, list[int]], fractions: dict[str, float], see
     assignment = {}
     for key in order:
         # The split furthest below its target share takes the next group.
-        split = min(SPLITS, key=lambda s: (sizes[s] - fractions[s] * total) / max(fractions[s], 1e-9) if fractions[s] > 0 else float("inf"))
+        split = min(
+            SPLITS,
+            key=lambda s: (
+                (sizes[s] - fractions[s] * total) / max(fractions[s], 1e-9) if fractions[s] > 0 else float("inf")
+            ),
+        )
         assignment[key] = split
         sizes[split] += len(groups[key])
     return assignment
@@ -54,9 +57,11 @@ def split_records(records: list[dict], fractions: dict[str, float], seed: int):
 
 
 def overlap_report(by_split: dict[str, list[dict]]) -> dict[str, int]:
-    entities = {split: set().union(*(focus_entities(r) for r in records)) if records else set()
-                for split, records in by_split.items()}
-    return {f"{a}&{b}": len(entities[a] & entities[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
+    entities = {
+        split: set().union(*(focus_entities(r) for r in records)) if records else set()
+        for split, records in by_split.items()
+    }
+    return {f"{a}&{b}": len(entities[a] & entities[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1 :]}
 
 
 def residual_overlap_share(by_split: dict[str, list[dict]]) -> dict[str, float]:
@@ -100,9 +105,14 @@ def main(argv=None) -> int:
     overlap = overlap_report(by_split)
     largest = max(len(members) for members in groups.values())
     stats = {
-        "seed": args.seed, "fractions": fractions, "records": len(records), "groups": len(groups),
-        "largest_group": largest, "sizes": {split: len(rows) for split, rows in by_split.items()},
-        "focus_overlap": overlap, "focus_overlap_total": sum(overlap.values()),
+        "seed": args.seed,
+        "fractions": fractions,
+        "records": len(records),
+        "groups": len(groups),
+        "largest_group": largest,
+        "sizes": {split: len(rows) for split, rows in by_split.items()},
+        "focus_overlap": overlap,
+        "focus_overlap_total": sum(overlap.values()),
         "residual_overlap_share": residual_overlap_share(by_split),
         "entity_definition": "cuis, focus and occurrence foci, synonyms (no bare abbreviations, >= 5 characters)",
     }

@@ -16,9 +16,9 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cache_embed.focus_groups import group_of_record
 from cache_embed.cli import PipelineError, run_main, setup_logging
 from cache_embed.files import read_jsonl, write_json, write_jsonl
+from cache_embed.focus_groups import group_of_record
 from cache_embed.text import comparison_key
 
 LOG = logging.getLogger("split_val_triplets")

@@ -15,15 +15,14 @@ the same settings; checkpoints of a run with other settings are discarded (logge
 from __future__ import annotations
 
 import argparse
-import logging
-import hashlib
 import json
+import logging
 import os
 import random
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
@@ -45,8 +44,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-data", required=True, help="train triplets (JSONL: anchor, positive, negative)")
     parser.add_argument("--val-data", required=True, help="validation triplets (JSONL)")
     parser.add_argument("--base-model", required=True, help="local sentence-transformers folder of the base model")
-    parser.add_argument("--base-model-id", default="", help="hub id recorded as the adapter's base "
-                        "(default: base_model.json in --base-model, written by fetch_base_model.py)")
+    parser.add_argument(
+        "--base-model-id",
+        default="",
+        help="hub id recorded as the adapter's base "
+        "(default: base_model.json in --base-model, written by fetch_base_model.py)",
+    )
     parser.add_argument("--output", required=True, help="adapter folder to write (e.g. models/medical/adapter)")
     parser.add_argument("--history", default="", help="JSON file for the training curves")
     parser.add_argument("--checkpoint-dir", default="", help="checkpoints for resuming (default: <output>.checkpoints)")
@@ -59,10 +62,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scheduler", required=True, help="lr_scheduler_type (linear, cosine, constant, ...)")
     parser.add_argument("--weight-decay", type=float, required=True)
     parser.add_argument("--max-grad-norm", type=float, required=True)
-    parser.add_argument("--max-examples", type=int, required=True, help="train on a seeded subset of this size (0 = all)")
+    parser.add_argument(
+        "--max-examples", type=int, required=True, help="train on a seeded subset of this size (0 = all)"
+    )
     parser.add_argument("--max-val-examples", type=int, required=True, help="validate on a seeded subset (0 = all)")
-    parser.add_argument("--max-drop-fraction", type=float, required=True,
-                        help="fail when more than this fraction of triplets are unusable")
+    parser.add_argument(
+        "--max-drop-fraction",
+        type=float,
+        required=True,
+        help="fail when more than this fraction of triplets are unusable",
+    )
     parser.add_argument("--max-seq-length", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--loss", choices=LOSSES, required=True)
@@ -74,13 +83,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, required=True)
     parser.add_argument("--eval-steps", type=int, required=True, help="evaluate and checkpoint every N steps")
     parser.add_argument("--logging-steps", type=int, default=0, help="log the loss every N steps (0: eval_steps/10)")
-    parser.add_argument("--best-metric", choices=("accuracy", "loss"), required=True,
-                        help="checkpoint kept at the end: best validation triplet accuracy or lowest validation loss")
+    parser.add_argument(
+        "--best-metric",
+        choices=("accuracy", "loss"),
+        required=True,
+        help="checkpoint kept at the end: best validation triplet accuracy or lowest validation loss",
+    )
     parser.add_argument("--device", default="", help="torch device (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     parser.add_argument("--domain", default="", help="domain name for the model card")
-    parser.add_argument("--domain-spec", default=None,
-                        help="the domain's spec YAML: its card: block gives the card's data, source and licence")
+    parser.add_argument(
+        "--domain-spec",
+        default=None,
+        help="the domain's spec YAML: its card: block gives the card's data, source and licence",
+    )
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size", "lr", "scale", "eval_steps", "max_seq_length", "lora_r"):
         if getattr(args, name) <= 0:
@@ -192,8 +208,11 @@ def lora_config(args):
     from peft import LoraConfig, TaskType
 
     return LoraConfig(
-        task_type=TaskType.FEATURE_EXTRACTION, r=args.lora_r, lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout, target_modules=list(args.lora_target_modules),
+        task_type=TaskType.FEATURE_EXTRACTION,
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=list(args.lora_target_modules),
     )
 
 
@@ -223,9 +242,28 @@ def make_loss(args, model):
 
 def run_fingerprint(args, train_sha: str, val_sha: str) -> dict:
     """Everything that makes a checkpoint resumable by this run."""
-    keys = ("epochs", "batch_size", "lr", "scale", "warmup_ratio", "scheduler", "weight_decay", "max_grad_norm",
-            "max_examples", "max_val_examples", "max_seq_length", "seed", "loss", "mini_batch_size", "lora_r",
-            "lora_alpha", "lora_dropout", "lora_target_modules", "eval_steps", "best_metric")
+    keys = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "scale",
+        "warmup_ratio",
+        "scheduler",
+        "weight_decay",
+        "max_grad_norm",
+        "max_examples",
+        "max_val_examples",
+        "max_seq_length",
+        "seed",
+        "loss",
+        "mini_batch_size",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "eval_steps",
+        "best_metric",
+    )
     config = {key: getattr(args, key) for key in keys}
     config.update(train_sha256=train_sha, val_sha256=val_sha, base_model=str(Path(args.base_model).resolve()))
     return config
@@ -249,8 +287,11 @@ def prepare_checkpoint_dir(checkpoint_dir: Path, fingerprint: dict) -> Path | No
         current = json.loads(dumps(fingerprint))  # as it would read back from the marker file
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-            LOG.warning("checkpoints in %s are from a run with other settings (%s): discarding them",
-                        checkpoint_dir, ", ".join(changed))
+            LOG.warning(
+                "checkpoints in %s are from a run with other settings (%s): discarding them",
+                checkpoint_dir,
+                ", ".join(changed),
+            )
             shutil.rmtree(checkpoint_dir)
             checkpoint_dir.mkdir(parents=True)
     elif any(checkpoint_dir.glob("checkpoint-*")):
@@ -327,8 +368,15 @@ def train(args) -> dict:
     model = load_base(args.base_model, device, args.max_seq_length)
     model.add_adapter(lora_config(args))
     trainable, total = count_parameters(model)
-    LOG.info("LoRA r=%d alpha=%g on %s: %d trainable of %d parameters (%.3f%%)", args.lora_r, args.lora_alpha,
-             ",".join(args.lora_target_modules), trainable, total, 100 * trainable / total)
+    LOG.info(
+        "LoRA r=%d alpha=%g on %s: %d trainable of %d parameters (%.3f%%)",
+        args.lora_r,
+        args.lora_alpha,
+        ",".join(args.lora_target_modules),
+        trainable,
+        total,
+        100 * trainable / total,
+    )
     loss = make_loss(args, model)
 
     columns = {field: [row[field] for row in train_rows] for field in TRIPLET_FIELDS}
@@ -336,8 +384,12 @@ def train(args) -> dict:
     val_columns = {field: [row[field] for row in val_rows] for field in TRIPLET_FIELDS}
     val_dataset = Dataset.from_dict(val_columns)
     evaluator = TripletEvaluator(
-        anchors=val_columns["anchor"], positives=val_columns["positive"], negatives=val_columns["negative"],
-        name=EVALUATOR_NAME, batch_size=max(args.batch_size, 64), write_csv=False,
+        anchors=val_columns["anchor"],
+        positives=val_columns["positive"],
+        negatives=val_columns["negative"],
+        name=EVALUATOR_NAME,
+        batch_size=max(args.batch_size, 64),
+        write_csv=False,
     )
     metric = f"eval_{EVALUATOR_NAME}_cosine_accuracy" if args.best_metric == "accuracy" else "eval_loss"
     logging_steps = args.logging_steps or max(1, args.eval_steps // 10)
@@ -377,8 +429,13 @@ def train(args) -> dict:
             LOG.info("step %d: %s", state.global_step, dumps({k: v for k, v in (logs or {}).items()}))
 
     trainer = SentenceTransformerTrainer(
-        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=val_dataset,
-        loss=loss, evaluator=evaluator, callbacks=[LogToStderr()],
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=val_dataset,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[LogToStderr()],
     )
     if resume is not None:
         state = read_json(resume / "trainer_state.json")
@@ -404,14 +461,28 @@ def train(args) -> dict:
     info = {
         "base_model": {"name": hub_id, "revision": revision, "local_path": shareable_path(args.base_model)},
         "hyperparameters": {
-            "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr, "scale": args.scale,
-            "temperature": 1.0 / args.scale, "warmup_ratio": args.warmup_ratio, "scheduler": args.scheduler,
-            "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
-            "max_examples": args.max_examples, "max_val_examples": args.max_val_examples,
-            "max_seq_length": args.max_seq_length, "seed": args.seed, "loss": args.loss,
-            "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_dropout": args.lora_dropout,
-            "lora_target_modules": list(args.lora_target_modules), "eval_steps": args.eval_steps,
-            "best_metric": args.best_metric, "batch_sampler": "no_duplicates", **({"mini_batch_size": args.mini_batch_size} if args.loss == "cached_mnrl" else {}),
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "scale": args.scale,
+            "temperature": 1.0 / args.scale,
+            "warmup_ratio": args.warmup_ratio,
+            "scheduler": args.scheduler,
+            "weight_decay": args.weight_decay,
+            "max_grad_norm": args.max_grad_norm,
+            "max_examples": args.max_examples,
+            "max_val_examples": args.max_val_examples,
+            "max_seq_length": args.max_seq_length,
+            "seed": args.seed,
+            "loss": args.loss,
+            "lora_r": args.lora_r,
+            "lora_alpha": args.lora_alpha,
+            "lora_dropout": args.lora_dropout,
+            "lora_target_modules": list(args.lora_target_modules),
+            "eval_steps": args.eval_steps,
+            "best_metric": args.best_metric,
+            "batch_sampler": "no_duplicates",
+            **({"mini_batch_size": args.mini_batch_size} if args.loss == "cached_mnrl" else {}),
         },
         "loss": args.loss,
         "guide_model": hub_id if args.loss == "gist" else None,
@@ -431,10 +502,13 @@ def train(args) -> dict:
         "val_metrics_final": final_metrics,
         "device": device,
         "precision": precision,
-        "durations_s": {"total": round(time.monotonic() - started, 2), "train": round(train_seconds, 2),
-                        "trainer_runtime": result.metrics.get("train_runtime")},
+        "durations_s": {
+            "total": round(time.monotonic() - started, 2),
+            "train": round(train_seconds, 2),
+            "trainer_runtime": result.metrics.get("train_runtime"),
+        },
         "train_examples_per_second": examples_per_second,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": library_versions(TRAINING_LIBRARIES),
     }
     history.update(base=base_metrics, final=final_metrics, metric_for_best_model=metric)
@@ -470,9 +544,14 @@ def main(argv=None) -> int:
         write_json(args.history, outcome["history"])
     if not args.keep_checkpoints:
         shutil.rmtree(outcome["checkpoint_dir"], ignore_errors=True)
-    LOG.info("adapter written to %s (%d bytes, %d trainable parameters, %d steps, %.1f examples/s)",
-             args.output, info["adapter_bytes"], info["trainable_parameters"], info["steps"],
-             info["train_examples_per_second"] or 0.0)
+    LOG.info(
+        "adapter written to %s (%d bytes, %d trainable parameters, %d steps, %.1f examples/s)",
+        args.output,
+        info["adapter_bytes"],
+        info["trainable_parameters"],
+        info["steps"],
+        info["train_examples_per_second"] or 0.0,
+    )
     return 0
 
 

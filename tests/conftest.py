@@ -111,14 +111,38 @@ def medquad_splits(tmp_path_factory, medquad_archive) -> Path:
     import split_queries
 
     out = tmp_path_factory.mktemp("medquad")
-    assert parse_medquad.main([
-        "--archive", str(medquad_archive), "--output", str(out / "queries.jsonl"),
-        "--rejects", str(out / "queries.rejects.jsonl"), "--stats", str(out / "queries.stats.json"),
-        *step_argv("parse"),
-    ]) == 0
-    assert split_queries.main([
-        "--queries", str(out / "queries.jsonl"), "--train", str(out / "train.jsonl"),
-        "--val", str(out / "val.jsonl"), "--test", str(out / "test.jsonl"), "--stats", str(out / "split.stats.json"),
-        *step_argv("split"),
-    ]) == 0
+    assert (
+        parse_medquad.main(
+            [
+                "--archive",
+                str(medquad_archive),
+                "--output",
+                str(out / "queries.jsonl"),
+                "--rejects",
+                str(out / "queries.rejects.jsonl"),
+                "--stats",
+                str(out / "queries.stats.json"),
+                *step_argv("parse"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        split_queries.main(
+            [
+                "--queries",
+                str(out / "queries.jsonl"),
+                "--train",
+                str(out / "train.jsonl"),
+                "--val",
+                str(out / "val.jsonl"),
+                "--test",
+                str(out / "test.jsonl"),
+                "--stats",
+                str(out / "split.stats.json"),
+                *step_argv("split"),
+            ]
+        )
+        == 0
+    )
     return out

@@ -106,16 +106,20 @@ class CannedServer:
         match = MARKER.search(question)
         marker = match.group(1) if match else "valid"
         with self.lock:
-            self.requests.append({"path": handler.path, "headers": dict(handler.headers.items()), "body": body, "marker": marker})
+            self.requests.append(
+                {"path": handler.path, "headers": dict(handler.headers.items()), "body": body, "marker": marker}
+            )
             count = self.seen.get(question, 0) + 1
             self.seen[question] = count
         time.sleep(self.delay_s)
         n, m = _counts_from_schema(body)
         stem = MARKER.sub("", question).strip(" ?")
-        valid = json.dumps({
-            "paraphrases": [f"Paraphrase {i + 1} of: {stem}?" for i in range(n)],
-            "negatives": [f"Negative {i + 1} about: {stem}?" for i in range(m)],
-        })
+        valid = json.dumps(
+            {
+                "paraphrases": [f"Paraphrase {i + 1} of: {stem}?" for i in range(n)],
+                "negatives": [f"Negative {i + 1} about: {stem}?" for i in range(m)],
+            }
+        )
         if marker == "500_once" and count == 1 or marker == "always_500":
             handler._send(500, {"error": {"message": "canned internal error"}})
             return
@@ -136,14 +140,17 @@ class CannedServer:
             "truncated": (valid[: len(valid) // 2], "length"),
             "empty": ("", "stop"),
         }.get(marker, (valid, "stop"))
-        handler._send(200, {
-            "id": f"chatcmpl-canned-{len(self.requests)}",
-            "object": "chat.completion",
-            "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        })
+        handler._send(
+            200,
+            {
+                "id": f"chatcmpl-canned-{len(self.requests)}",
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            },
+        )
 
-    def __enter__(self) -> "CannedServer":
+    def __enter__(self) -> CannedServer:
         self.thread.start()
         return self
 

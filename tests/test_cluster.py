@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, copy_project, run_snakemake
 from local_s3 import moto_server
+
+from conftest import PROJECT_ROOT, copy_project, run_snakemake
 
 TARGET = "models/medical/adapter"
 TINY_CONFIG = PROJECT_ROOT / "tests" / "data" / "tiny.yaml"
@@ -43,8 +44,11 @@ def slurm_is_up() -> tuple[bool, str]:
     result = subprocess.run(["sinfo", "-h", "-o", "%P %T %G"], capture_output=True, text=True, timeout=30, check=False)
     partitions = {line.split()[0].rstrip("*"): line.split()[1:] for line in result.stdout.splitlines() if line.strip()}
     if result.returncode != 0 or set(partitions) != set(PARTITION_GPUS):
-        return False, f"no SLURM with the partitions {sorted(PARTITION_GPUS)} (sinfo: {result.returncode}, " \
-                      f"{result.stdout.strip()} {result.stderr.strip()})"
+        return (
+            False,
+            f"no SLURM with the partitions {sorted(PARTITION_GPUS)} (sinfo: {result.returncode}, "
+            f"{result.stdout.strip()} {result.stderr.strip()})",
+        )
     return True, ""
 
 
@@ -61,12 +65,18 @@ def slurm():
 def test_cluster_sizes_are_the_instance_types(slurm):
     """The cluster of .ci/slurm.sh, as SLURM reports it: the partitions of profiles/aws-g5 with
     their instance types' GPU counts; a request beyond them is refused at submission."""
-    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%P %G %c"], capture_output=True, text=True, timeout=30,
-                           check=True).stdout.split("\n")
+    nodes = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%P %G %c"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.split("\n")
     gres = {line.split()[0].rstrip("*"): line.split()[1] for line in nodes if line.strip()}
     assert gres == {"cpu": "(null)", "g5-12xlarge": "gpu:4", "g5-2xlarge": "gpu:1"}, gres
-    refused = subprocess.run(["sbatch", "-p", "g5-2xlarge", "--gpus=2", "--wrap", "true"],
-                             capture_output=True, text=True, timeout=30, check=False)
+    refused = subprocess.run(
+        ["sbatch", "-p", "g5-2xlarge", "--gpus=2", "--wrap", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert refused.returncode != 0 and "not available" in refused.stderr, refused
 
 
@@ -77,8 +87,9 @@ def s3(tmp_path_factory):
 
 
 def scontrol_job(job_id: str) -> dict[str, str]:
-    text = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30,
-                          check=True).stdout
+    text = subprocess.run(
+        ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
     # key=value pairs; values have no spaces except the last fields, which are not read here
     return dict(re.findall(r"(\w+)=(\S*)", text))
 
@@ -105,12 +116,27 @@ def test_aws_profile_on_slurm_with_s3_storage(slurm, s3, tmp_path, medquad_archi
     monkeypatch.setenv("SNAKEMAKE_STORAGE_S3_SECRET_KEY", s3.secret_key)
     started = time.monotonic()
     result = run_snakemake(
-        project, TARGET, "--profile", "profiles/aws-g5",
-        "--configfiles", "config/config.yaml", "tiny.yaml", "this-machine.yaml",
-        "--default-storage-provider", "s3", "--default-storage-prefix", f"s3://{BUCKET}/{PREFIX}",
-        "--jobs", "4", "--retries", "0", "--slurm-init-seconds-before-status-checks", "2",
+        project,
+        TARGET,
+        "--profile",
+        "profiles/aws-g5",
+        "--configfiles",
+        "config/config.yaml",
+        "tiny.yaml",
+        "this-machine.yaml",
+        "--default-storage-provider",
+        "s3",
+        "--default-storage-prefix",
+        f"s3://{BUCKET}/{PREFIX}",
+        "--jobs",
+        "4",
+        "--retries",
+        "0",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
         "--slurm-keep-successful-logs",
-        "--sdm", "env-modules",  # last: --sdm takes several values
+        "--sdm",
+        "env-modules",  # last: --sdm takes several values
         timeout=1500,
     )
     elapsed = time.monotonic() - started
@@ -135,8 +161,15 @@ def test_aws_profile_on_slurm_with_s3_storage(slurm, s3, tmp_path, medquad_archi
         job["log"] = Path(job["StdOut"]).read_text(encoding="utf-8", errors="replace")
         if partition == "cpu":
             assert gpus == 0, (rule, job)
-    assert {"download_medquad", "parse_medquad", "split_queries", "fetch_base_model", "generate_triplets",
-            "gather_triplets", "train_adapter"} <= set(rules), sorted(rules)
+    assert {
+        "download_medquad",
+        "parse_medquad",
+        "split_queries",
+        "fetch_base_model",
+        "generate_triplets",
+        "gather_triplets",
+        "train_adapter",
+    } <= set(rules), sorted(rules)
     # training: one GPU on a g5.2xlarge, with the profile's CPUs and memory
     (train,) = rules["train_adapter"]
     assert train["gpus"] == 1 and train["NumCPUs"] == "6" and train["MinMemoryNode"] == "28000M", train
@@ -159,9 +192,14 @@ def test_aws_profile_on_slurm_with_s3_storage(slurm, s3, tmp_path, medquad_archi
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX)
         for entry in page.get("Contents", [])
     }
-    for key in (f"{TARGET}/adapter_model.safetensors", f"{TARGET}/adapter_config.json",
-                "results/medical/splits/train.jsonl", "results/medical/triplets/train.jsonl",
-                "results/medical/triplets/val.jsonl", "results/medical/queries.jsonl"):
+    for key in (
+        f"{TARGET}/adapter_model.safetensors",
+        f"{TARGET}/adapter_config.json",
+        "results/medical/splits/train.jsonl",
+        "results/medical/triplets/train.jsonl",
+        "results/medical/triplets/val.jsonl",
+        "results/medical/queries.jsonl",
+    ):
         assert objects.get(key, 0) > 0, (key, sorted(objects)[:50])
     assert any(key.startswith("logs/medical/train_adapter") for key in objects)
     assert any(key.startswith("benchmarks/") for key in objects)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -64,13 +64,13 @@ def rule_blocks() -> dict[str, tuple[Path, str]]:
     for path in sorted(RULES_DIR.glob("*.smk")) + [PROJECT_ROOT / "workflow" / "Snakefile"]:
         text = path.read_text(encoding="utf-8")
         starts = list(RULE_START.finditer(text))
-        for index, match in enumerate(starts):
+        for match in starts:
             end = len(text)
             # A rule ends at the next line that starts in column 0 (not blank, not a comment).
-            following = re.search(r"^(?=[^\s#])", text[match.end():], re.MULTILINE)
+            following = re.search(r"^(?=[^\s#])", text[match.end() :], re.MULTILINE)
             if following:
                 end = match.end() + following.start()
-            blocks[match.group(1)] = (path, text[match.start():end])
+            blocks[match.group(1)] = (path, text[match.start() : end])
     return blocks
 
 
@@ -95,7 +95,7 @@ def scripts_of(path: Path, block: str) -> list[Path]:
 LIBRARY = SCRIPTS / "cache_embed"
 
 
-@lru_cache(maxsize=None)
+@cache
 def module_imports(script: Path) -> frozenset[str]:
     """Top-level names of the third-party modules imported anywhere in `script` and, recursively, in the
     project's own modules it imports (sibling step scripts, and the cache_embed library)."""

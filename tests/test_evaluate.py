@@ -8,12 +8,12 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+import evaluate_adapter
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cache_embed import cache_metrics as cm
-import evaluate_adapter
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_jsonl
 from conftest import step_argv
@@ -86,7 +86,14 @@ def test_margin_figures_and_triplet_accuracy():
 
 
 def test_threshold_keys():
-    assert [cm.threshold_key(v) for v in (0.8, 0.85, 0.9, 0.95, 0.995, 1.0)] == ["0.80", "0.85", "0.90", "0.95", "0.995", "1.00"]
+    assert [cm.threshold_key(v) for v in (0.8, 0.85, 0.9, 0.95, 0.995, 1.0)] == [
+        "0.80",
+        "0.85",
+        "0.90",
+        "0.95",
+        "0.995",
+        "1.00",
+    ]
 
 
 def test_pair_figures_shape():
@@ -115,8 +122,16 @@ def test_bootstrap_is_seeded_and_weighted_resamples_equal_physical_ones():
     weights = np.bincount(indices, minlength=300).astype(float)
     scores = np.concatenate((base_pos, base_neg))
     labels = np.concatenate((np.ones(300, bool), np.zeros(300, bool)))
-    weighted = cm._resample_figures(scores, labels, np.concatenate((weights, weights)),
-                                    np.argsort(-scores, kind="mergesort"), weights, base_pos, base_neg, [0.9])
+    weighted = cm._resample_figures(
+        scores,
+        labels,
+        np.concatenate((weights, weights)),
+        np.argsort(-scores, kind="mergesort"),
+        weights,
+        base_pos,
+        base_neg,
+        [0.9],
+    )
     pos, neg = base_pos[indices], base_neg[indices]
     physical_scores = np.concatenate((pos, neg))
     physical_labels = np.concatenate((np.ones(300), np.zeros(300)))
@@ -136,20 +151,30 @@ def _unit(*vector):
 
 
 def _record(rid, qtype, focus, cuis=(), synonyms=(), query=None, occurrences=None):
-    return {"id": rid, "qtype": qtype, "focus": focus, "cuis": list(cuis), "synonyms": list(synonyms),
-            "query": query or f"{qtype} of {focus} ({rid})?",
-            "occurrences": occurrences if occurrences is not None else [{"qtype": qtype, "focus": focus}]}
+    return {
+        "id": rid,
+        "qtype": qtype,
+        "focus": focus,
+        "cuis": list(cuis),
+        "synonyms": list(synonyms),
+        "query": query or f"{qtype} of {focus} ({rid})?",
+        "occurrences": occurrences if occurrences is not None else [{"qtype": qtype, "focus": focus}],
+    }
 
 
 PLANTED_RECORDS = [
     _record("a", "symptoms", "Gouty arthritis", cuis=["C1"]),
-    _record("b", "symptoms", "gouty  arthritis", cuis=[]),                       # same focus text
-    _record("c", "symptoms", "Podagra", cuis=["C1"]),                            # shared CUI
-    _record("d", "symptoms", "Lucey syndrome", synonyms=["Gouty arthritis"]),    # a's focus among d's synonyms
-    _record("e", "treatment", "Gouty arthritis", cuis=["C1"]),                   # other qtype: not the same question
-    _record("f", "symptoms", "Asthma", cuis=["C2"]),                             # other focus
-    _record("g", "causes", "Merged", occurrences=[{"qtype": "causes", "focus": "Merged"},
-                                                  {"qtype": "symptoms", "focus": "Asthma"}]),  # occurrence qtype + focus
+    _record("b", "symptoms", "gouty  arthritis", cuis=[]),  # same focus text
+    _record("c", "symptoms", "Podagra", cuis=["C1"]),  # shared CUI
+    _record("d", "symptoms", "Lucey syndrome", synonyms=["Gouty arthritis"]),  # a's focus among d's synonyms
+    _record("e", "treatment", "Gouty arthritis", cuis=["C1"]),  # other qtype: not the same question
+    _record("f", "symptoms", "Asthma", cuis=["C2"]),  # other focus
+    _record(
+        "g",
+        "causes",
+        "Merged",
+        occurrences=[{"qtype": "causes", "focus": "Merged"}, {"qtype": "symptoms", "focus": "Asthma"}],
+    ),  # occurrence qtype + focus
 ]
 
 
@@ -177,10 +202,12 @@ def test_equivalence_medquad_links_are_direct_and_need_the_same_qtype():
 def test_equivalence_text_mode_uses_text_and_group():
     from cache_embed.equivalence import EquivalenceIndex
 
-    records = [{"id": "1", "query": "How do I reset my password?", "meta": {"group": "pw"}},
-               {"id": "2", "query": "how do I reset my password", "meta": {}},
-               {"id": "3", "query": "Forgot my password", "group": "pw"},
-               {"id": "4", "query": "How do I change my e-mail?"}]
+    records = [
+        {"id": "1", "query": "How do I reset my password?", "meta": {"group": "pw"}},
+        {"id": "2", "query": "how do I reset my password", "meta": {}},
+        {"id": "3", "query": "Forgot my password", "group": "pw"},
+        {"id": "4", "query": "How do I change my e-mail?"},
+    ]
     index = EquivalenceIndex(records, mode="text")
     assert index.equivalents("1") == {"1", "2", "3"}
     assert index.equivalents("2") == {"1", "2"} and index.equivalents("4") == {"4"}
@@ -195,8 +222,12 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
     from cache_embed import cache_sim
     from cache_embed.equivalence import EquivalenceIndex
 
-    records = [_record("a", "symptoms", "Gout"), _record("b", "symptoms", "gout"), _record("e", "treatment", "Gout"),
-               _record("f", "symptoms", "Asthma")]
+    records = [
+        _record("a", "symptoms", "Gout"),
+        _record("b", "symptoms", "gout"),
+        _record("e", "treatment", "Gout"),
+        _record("f", "symptoms", "Asthma"),
+    ]
     index = EquivalenceIndex(records)
     triplets = [
         {"anchor": "A", "positive": "pa", "negative": "nb", "query_id": "a", "negative_query_id": "b"},
@@ -204,15 +235,20 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
         {"anchor": "E", "positive": "pe", "negative": "nf", "query_id": "e", "negative_query_id": "f"},
         {"anchor": "F", "positive": "pf", "negative": "nx", "query_id": "f", "negative_query_id": None},
     ]
-    vectors = {"A": _unit(1, 0, 0, 0), "B": _unit(0.9, 0.1, 0, 0), "E": _unit(0, 1, 0, 0), "F": _unit(0, 0, 1, 0),
-               "pa": _unit(0.8, 0.12, 0, 0.01),  # nearest is B (cos ~1.0): correct through equivalence
-               "pb": _unit(0.9, 0.1, 0, 0.1),    # nearest B itself: correct by identity
-               "pe": _unit(0.9, 0.1, 0, 0),      # own anchor E, but nearest B: wrong (other qtype)
-               "pf": _unit(0, 0, 1, 0.05),       # own F: correct
-               "nb": _unit(0.9, 0.1, 0, 0),      # from b: a and b left out; nearest left is E (cos ~0.11)
-               "ne": _unit(0.1, 1, 0, 0),        # from e: e left out; nearest is B (cos ~0.2)
-               "nf": _unit(0, 0, 1, 0),          # from f: f left out; nearest others at 0
-               "nx": _unit(1, 0, 0, 0)}          # no source: hits A at 1.0: a false hit
+    vectors = {
+        "A": _unit(1, 0, 0, 0),
+        "B": _unit(0.9, 0.1, 0, 0),
+        "E": _unit(0, 1, 0, 0),
+        "F": _unit(0, 0, 1, 0),
+        "pa": _unit(0.8, 0.12, 0, 0.01),  # nearest is B (cos ~1.0): correct through equivalence
+        "pb": _unit(0.9, 0.1, 0, 0.1),  # nearest B itself: correct by identity
+        "pe": _unit(0.9, 0.1, 0, 0),  # own anchor E, but nearest B: wrong (other qtype)
+        "pf": _unit(0, 0, 1, 0.05),  # own F: correct
+        "nb": _unit(0.9, 0.1, 0, 0),  # from b: a and b left out; nearest left is E (cos ~0.11)
+        "ne": _unit(0.1, 1, 0, 0),  # from e: e left out; nearest is B (cos ~0.2)
+        "nf": _unit(0, 0, 1, 0),  # from f: f left out; nearest others at 0
+        "nx": _unit(1, 0, 0, 0),
+    }  # no source: hits A at 1.0: a false hit
     plan = cache_sim.build_plan(triplets, index)
     assert plan.counts["cached_entries"] == 4 and plan.counts["novel_lookups_with_equivalents_left_out"] == 1
     lookups = cache_sim.simulate(plan, lambda texts: np.stack([vectors[t] for t in texts]))
@@ -225,7 +261,9 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
     # Wrong share for a 50/50 mix: (0.5 * 1/4 + 0.5 * 1/4) / (0.5 * 4/4 + 0.5 * 1/4).
     assert at["wrong_share"] == pytest.approx(0.25 / 0.625)
     # Judged by identity alone, the equivalent hit would count as wrong.
-    blind = cache_sim.simulate(cache_sim.build_plan(triplets, None), lambda texts: np.stack([vectors[t] for t in texts]))
+    blind = cache_sim.simulate(
+        cache_sim.build_plan(triplets, None), lambda texts: np.stack([vectors[t] for t in texts])
+    )
     assert blind.repeat_correct.tolist() == [False, True, False, True]
 
 
@@ -234,14 +272,20 @@ def test_distractor_entries_pad_the_cache_and_are_never_a_correct_answer():
     wrong answer, a novel question may hit one, and a distractor equal to an anchor is not cached twice."""
     from cache_embed import cache_sim
 
-    triplets = [{"anchor": "A", "positive": "pa", "negative": "na", "query_id": "a", "negative_query_id": None},
-                {"anchor": "B", "positive": "pb", "negative": "nb", "query_id": "b", "negative_query_id": None}]
+    triplets = [
+        {"anchor": "A", "positive": "pa", "negative": "na", "query_id": "a", "negative_query_id": None},
+        {"anchor": "B", "positive": "pb", "negative": "nb", "query_id": "b", "negative_query_id": None},
+    ]
     assert cache_sim.cached_entry_count(triplets) == 2
-    vectors = {"A": _unit(1, 0, 0, 0), "B": _unit(0, 1, 0, 0), "D": _unit(0, 0, 1, 0),
-               "pa": _unit(0.1, 0, 1, 0),   # nearest is the distractor D: a wrong answer
-               "pb": _unit(0, 1, 0.1, 0),   # own anchor B
-               "na": _unit(0, 0, 0.9, 0.1),  # hits D: a false hit
-               "nb": _unit(0, 0, 0, 1)}     # hits nothing above 0
+    vectors = {
+        "A": _unit(1, 0, 0, 0),
+        "B": _unit(0, 1, 0, 0),
+        "D": _unit(0, 0, 1, 0),
+        "pa": _unit(0.1, 0, 1, 0),  # nearest is the distractor D: a wrong answer
+        "pb": _unit(0, 1, 0.1, 0),  # own anchor B
+        "na": _unit(0, 0, 0.9, 0.1),  # hits D: a false hit
+        "nb": _unit(0, 0, 0, 1),
+    }  # hits nothing above 0
     plan = cache_sim.build_plan(triplets, None, distractors=["D", "a"])  # "a" is A's text: not cached again
     assert plan.counts["cached_entries"] == 3 and plan.counts["distractor_entries"] == 1
     lookups = cache_sim.simulate(plan, lambda texts: np.stack([vectors[t] for t in texts]))
@@ -265,9 +309,12 @@ def test_deploy_threshold_is_the_lowest_meeting_the_bound():
     served_rep = int(np.sum(repeat_score >= choice["threshold"]))
     served_nov = int(np.sum(novel_score >= choice["threshold"]))
     assert choice["wrong_share_upper"] == pytest.approx(
-        clopper_pearson(served_nov, served_rep + served_nov, 0.95, "upper")[1], rel=1e-6)
+        clopper_pearson(served_nov, served_rep + served_nov, 0.95, "upper")[1], rel=1e-6
+    )
     assert 0.55 < choice["threshold"] < 0.75
-    assert all(sweep.at(t)["wrong_share_upper"] > 0.05 for t in sweep.thresholds[sweep.thresholds < choice["threshold"]])
+    assert all(
+        sweep.at(t)["wrong_share_upper"] > 0.05 for t in sweep.thresholds[sweep.thresholds < choice["threshold"]]
+    )
     impossible = cache_sim.choose_threshold(sweep, 0.001)
     assert not impossible["bound_met"] and impossible["threshold"] is not None
 
@@ -281,8 +328,8 @@ def test_clopper_pearson_against_known_values():
     # Published exact intervals: 3/10 -> (0.0667, 0.6525); 5/10 -> (0.1871, 0.8129); 0/10 upper 1 - 0.05^(1/10).
     assert clopper_pearson(3, 10) == pytest.approx((0.066739, 0.652453), abs=1e-5)
     assert clopper_pearson(5, 10) == pytest.approx((0.187086, 0.812914), abs=1e-5)
-    assert clopper_pearson(0, 10, side="upper") == pytest.approx((0.0, 1 - 0.05 ** 0.1), abs=1e-9)
-    assert clopper_pearson(10, 10, side="lower") == pytest.approx((0.05 ** 0.1, 1.0), abs=1e-9)
+    assert clopper_pearson(0, 10, side="upper") == pytest.approx((0.0, 1 - 0.05**0.1), abs=1e-9)
+    assert clopper_pearson(10, 10, side="lower") == pytest.approx((0.05**0.1, 1.0), abs=1e-9)
     assert clopper_pearson(0, 0) == (0.0, 1.0)
     # One-sided 95% upper bound for 1 of 20 (beta(2, 19) 95th percentile).
     assert clopper_pearson(1, 20, side="upper")[1] == pytest.approx(0.21611, abs=1e-4)
@@ -303,7 +350,9 @@ def test_group_bootstrap_is_wider_than_triplet_bootstrap_on_planted_clusters():
     adapter_pos = base_pos + group_gain[groups] + rng.normal(0, 0.005, 1200)
     adapter_neg = base_neg.copy()
     flat = cm.bootstrap_deltas(base_pos, base_neg, adapter_pos, adapter_neg, [], resamples=400, seed=1)
-    grouped = cm.bootstrap_deltas(base_pos, base_neg, adapter_pos, adapter_neg, [], resamples=400, seed=1, groups=groups)
+    grouped = cm.bootstrap_deltas(
+        base_pos, base_neg, adapter_pos, adapter_neg, [], resamples=400, seed=1, groups=groups
+    )
     width_flat = flat["margin"]["high"] - flat["margin"]["low"]
     width_group = grouped["margin"]["high"] - grouped["margin"]["low"]
     assert grouped["margin"]["unit"] == "group" and flat["margin"]["unit"] == "triplet"
@@ -328,22 +377,52 @@ def test_external_fixture_files_load():
     jsonl_pairs = evaluate_adapter.load_external_pairs(DATA / "external_pairs.jsonl")
     assert len(csv_pairs) == 20 and len(jsonl_pairs) == 20
     assert sum(label for *_, label in csv_pairs) == 10
-    assert csv_pairs[10] == ("What should I do if I forget a dose of warfarin?", "I missed my warfarin pill, what now?", 1)
+    assert csv_pairs[10] == (
+        "What should I do if I forget a dose of warfarin?",
+        "I missed my warfarin pill, what now?",
+        1,
+    )
     assert jsonl_pairs[12][2] == 1 and jsonl_pairs[13][2] == 0  # JSON true/false
 
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("missing_column.csv", "question_1,question_2\na,b\n", r"missing_column\.csv:1: header lacks column\(s\) label"),
-        ("bad_label.csv", "question_1,question_2,label\nWhat is gout?,What is gout exactly?,1\nWhat is gout?,How is gout treated?,maybe\n",
-         r"bad_label\.csv:3: label 'maybe' is not 1"),
-        ("empty_question.csv", "question_1,question_2,label\nWhat is gout?,,1\n", r"empty_question\.csv:2: 'question_2' is empty"),
-        ("bad_json.jsonl", '{"question_1": "a", "question_2": "b", "label": 1}\n{"question_1": "a",\n', r"bad_json\.jsonl:2: not valid JSON"),
-        ("missing_key.jsonl", '{"question_1": "a", "question_2": "b", "label": 1}\n\n{"question_1": "a", "question_2": "c"}\n',
-         r"missing_key\.jsonl:3: missing label"),
-        ("label_two.jsonl", '{"question_1": "a", "question_2": "b", "label": 2}\n', r"label_two\.jsonl:1: label 2 is not 1"),
-        ("one_class.jsonl", '{"question_1": "a", "question_2": "b", "label": 1}\n', r"one_class\.jsonl: needs at least one pair labelled 1 and one labelled 0"),
+        (
+            "missing_column.csv",
+            "question_1,question_2\na,b\n",
+            r"missing_column\.csv:1: header lacks column\(s\) label",
+        ),
+        (
+            "bad_label.csv",
+            "question_1,question_2,label\nWhat is gout?,What is gout exactly?,1\nWhat is gout?,How is gout treated?,maybe\n",
+            r"bad_label\.csv:3: label 'maybe' is not 1",
+        ),
+        (
+            "empty_question.csv",
+            "question_1,question_2,label\nWhat is gout?,,1\n",
+            r"empty_question\.csv:2: 'question_2' is empty",
+        ),
+        (
+            "bad_json.jsonl",
+            '{"question_1": "a", "question_2": "b", "label": 1}\n{"question_1": "a",\n',
+            r"bad_json\.jsonl:2: not valid JSON",
+        ),
+        (
+            "missing_key.jsonl",
+            '{"question_1": "a", "question_2": "b", "label": 1}\n\n{"question_1": "a", "question_2": "c"}\n',
+            r"missing_key\.jsonl:3: missing label",
+        ),
+        (
+            "label_two.jsonl",
+            '{"question_1": "a", "question_2": "b", "label": 2}\n',
+            r"label_two\.jsonl:1: label 2 is not 1",
+        ),
+        (
+            "one_class.jsonl",
+            '{"question_1": "a", "question_2": "b", "label": 1}\n',
+            r"one_class\.jsonl: needs at least one pair labelled 1 and one labelled 0",
+        ),
         ("pairs.txt", "a\tb\t1\n", r"pairs\.txt: unknown external pair format"),
     ],
 )
@@ -359,11 +438,26 @@ def test_cli_reports_bad_external_file_before_loading_models(tmp_path, capsys):
     triplets.write_text(json.dumps({"anchor": "a", "positive": "b", "negative": "c"}) + "\n", encoding="utf-8")
     bad = tmp_path / "bad.csv"
     bad.write_text("question_1,question_2,label\nx,y,yes please\n", encoding="utf-8")
-    rc = evaluate_adapter.run_main(evaluate_adapter.main, [
-        "--triplets", str(triplets), "--base-model", str(tmp_path / "none"), "--adapter", str(tmp_path / "none"),
-        "--output-json", str(tmp_path / "m.json"), "--output-md", str(tmp_path / "m.md"), "--plots-dir", str(tmp_path / "p"),
-        *step_argv("evaluate", "medical", {}), "--external", f"mine={bad}",
-    ])
+    rc = evaluate_adapter.run_main(
+        evaluate_adapter.main,
+        [
+            "--triplets",
+            str(triplets),
+            "--base-model",
+            str(tmp_path / "none"),
+            "--adapter",
+            str(tmp_path / "none"),
+            "--output-json",
+            str(tmp_path / "m.json"),
+            "--output-md",
+            str(tmp_path / "m.md"),
+            "--plots-dir",
+            str(tmp_path / "p"),
+            *step_argv("evaluate", "medical", {}),
+            "--external",
+            f"mine={bad}",
+        ],
+    )
     assert rc == 1
     assert f"{bad}:2: label 'yes please'" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
@@ -384,16 +478,31 @@ def build_triplets(records: list[dict], limit: int, seed: int = 0) -> list[dict]
     for record in records:
         others, kind = [o for o in by_focus[record["focus"]] if o["qtype"] != record["qtype"]], "same_focus_other_qtype"
         if not others or len(triplets) % 3 == 2:
-            others, kind = [o for o in by_qtype[record["qtype"]] if o["focus"] != record["focus"]], "same_qtype_other_focus"
+            others, kind = (
+                [o for o in by_qtype[record["qtype"]] if o["focus"] != record["focus"]],
+                "same_qtype_other_focus",
+            )
         if not others:
             continue
         negative = rng.choice(others)
-        triplets.append({
-            "id": f"t-{record['id']}", "anchor": record["query"], "positive": f"{record['focus']} {record['qtype']}",
-            "negative": negative["query"], "query_id": record["id"], "split": "test", "domain": "medical",
-            "backend": "test", "model": "test", "positive_kind": "keyword", "negative_kind": kind,
-            "qtype": record["qtype"], "negative_qtype": negative["qtype"], "focus": record["focus"],
-        })
+        triplets.append(
+            {
+                "id": f"t-{record['id']}",
+                "anchor": record["query"],
+                "positive": f"{record['focus']} {record['qtype']}",
+                "negative": negative["query"],
+                "query_id": record["id"],
+                "split": "test",
+                "domain": "medical",
+                "backend": "test",
+                "model": "test",
+                "positive_kind": "keyword",
+                "negative_kind": kind,
+                "qtype": record["qtype"],
+                "negative_qtype": negative["qtype"],
+                "focus": record["focus"],
+            }
+        )
         if len(triplets) >= limit:
             break
     return triplets
@@ -409,8 +518,15 @@ def tiny_adapter(tmp_path_factory, l6_model_path) -> Path:
 
     torch.manual_seed(0)
     model = SentenceTransformer(l6_model_path)
-    model.add_adapter(LoraConfig(task_type="FEATURE_EXTRACTION", r=4, lora_alpha=8, target_modules=["query", "value"],
-                                 init_lora_weights=False))
+    model.add_adapter(
+        LoraConfig(
+            task_type="FEATURE_EXTRACTION",
+            r=4,
+            lora_alpha=8,
+            target_modules=["query", "value"],
+            init_lora_weights=False,
+        )
+    )
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     model.save_pretrained(str(out))
     return out
@@ -439,20 +555,62 @@ def real_val_triplets(tmp_path_factory, medquad_splits) -> Path:
 
 
 @pytest.fixture(scope="session")
-def evaluated(tmp_path_factory, real_test_triplets, real_val_triplets, tiny_adapter, l6_model_path, medquad_splits) -> Path:
+def evaluated(
+    tmp_path_factory, real_test_triplets, real_val_triplets, tiny_adapter, l6_model_path, medquad_splits
+) -> Path:
     out = tmp_path_factory.mktemp("eval")
-    assert evaluate_adapter.main([
-        *step_argv("evaluate", "medical", {}),
-        "--triplets", str(real_test_triplets), "--base-model", l6_model_path, "--adapter", str(tiny_adapter),
-        "--queries", str(medquad_splits / "test.jsonl"), "--calibration-queries", str(medquad_splits / "val.jsonl"),
-        "--max-wrong-share", "0.2", "--repeat-share", "0.5",
-        "--output-json", str(out / "metrics.json"), "--output-md", str(out / "metrics.md"), "--plots-dir", str(out / "plots"),
-        "--thresholds", "0.8", "0.85", "0.9", "--target-precisions", "0.95", "0.99", "--deploy-precision", "0.9",
-        "--bootstrap", "100", "--seed", "7", "--batch-size", "32",
-        "--calibration-triplets", str(real_val_triplets), "--max-calibration-triplets", "40",
-        "--calibration-distractors", str(medquad_splits / "train.jsonl"),
-        "--external", f"csv_set={DATA / 'external_pairs.csv'}", f"jsonl_set={DATA / 'external_pairs.jsonl'}",
-    ]) == 0
+    assert (
+        evaluate_adapter.main(
+            [
+                *step_argv("evaluate", "medical", {}),
+                "--triplets",
+                str(real_test_triplets),
+                "--base-model",
+                l6_model_path,
+                "--adapter",
+                str(tiny_adapter),
+                "--queries",
+                str(medquad_splits / "test.jsonl"),
+                "--calibration-queries",
+                str(medquad_splits / "val.jsonl"),
+                "--max-wrong-share",
+                "0.2",
+                "--repeat-share",
+                "0.5",
+                "--output-json",
+                str(out / "metrics.json"),
+                "--output-md",
+                str(out / "metrics.md"),
+                "--plots-dir",
+                str(out / "plots"),
+                "--thresholds",
+                "0.8",
+                "0.85",
+                "0.9",
+                "--target-precisions",
+                "0.95",
+                "0.99",
+                "--deploy-precision",
+                "0.9",
+                "--bootstrap",
+                "100",
+                "--seed",
+                "7",
+                "--batch-size",
+                "32",
+                "--calibration-triplets",
+                str(real_val_triplets),
+                "--max-calibration-triplets",
+                "40",
+                "--calibration-distractors",
+                str(medquad_splits / "train.jsonl"),
+                "--external",
+                f"csv_set={DATA / 'external_pairs.csv'}",
+                f"jsonl_set={DATA / 'external_pairs.jsonl'}",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -498,7 +656,11 @@ def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets, real_v
         assert "at_recommended_threshold" in entry["base"]
         assert not entry["file"].startswith("/")
     rec = metrics["recommended_threshold"]
-    assert rec["max_wrong_share"] == 0.2 and rec["equivalence"] == "medquad" and "moves the similarity scale" in rec["note"]
+    assert (
+        rec["max_wrong_share"] == 0.2
+        and rec["equivalence"] == "medquad"
+        and "moves the similarity scale" in rec["note"]
+    )
     assert (rec["chosen_on"], rec["calibration_triplets"], rec["calibration_triplets_available"]) == ("val", 40, 60)
     assert metrics["settings"]["max_calibration_triplets"] == 40
     assert metrics["counts"]["triplets"] == 48  # calibration triplets are not counted as test triplets
@@ -509,8 +671,16 @@ def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets, real_v
             assert entry["val"]["wrong_share_upper"] <= 0.2
         test_point = entry["test"]
         assert test_point["bound_held"] == (test_point["wrong_share"] is not None and test_point["wrong_share"] <= 0.2)
-        assert test_point["wrong_share_cp"]["low"] <= (test_point["wrong_share"] or 0) <= test_point["wrong_share_cp"]["high"]
-        assert test_point["repeat_hit_rate_ci"]["low"] <= test_point["repeat_hit_rate"] <= test_point["repeat_hit_rate_ci"]["high"]
+        assert (
+            test_point["wrong_share_cp"]["low"]
+            <= (test_point["wrong_share"] or 0)
+            <= test_point["wrong_share_cp"]["high"]
+        )
+        assert (
+            test_point["repeat_hit_rate_ci"]["low"]
+            <= test_point["repeat_hit_rate"]
+            <= test_point["repeat_hit_rate_ci"]["high"]
+        )
     assert rec["verdict"] and rec["pair_threshold"]["deploy_precision"] == 0.9
     assert set(rec["delta"]) >= {"repeat_hit_rate", "wrong_share", "p_chr_auc"}
     assert metrics["settings"]["bootstrap"] == 100
@@ -528,7 +698,10 @@ def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets, real_v
 def test_compute_metrics_matches_direct_cosines():
     """compute_metrics on hand-made embeddings agrees with cosine figures computed directly."""
     rng = np.random.default_rng(1)
-    triplets = [{"anchor": f"q{i}", "positive": f"p{i}", "negative": f"n{i}", "qtype": "x", "negative_kind": "k"} for i in range(30)]
+    triplets = [
+        {"anchor": f"q{i}", "positive": f"p{i}", "negative": f"n{i}", "qtype": "x", "negative_kind": "k"}
+        for i in range(30)
+    ]
     texts = sorted({t[f] for t in triplets for f in ("anchor", "positive", "negative")})
     embeddings = {}
     for name in ("base", "adapter"):
@@ -542,7 +715,9 @@ def test_compute_metrics_matches_direct_cosines():
     labels = np.r_[np.ones(30), np.zeros(30)]
     assert metrics["test"]["adapter"]["roc_auc"] == pytest.approx(roc_auc_score(labels, np.r_[pos, neg]))
     assert metrics["test"]["adapter"]["triplet_accuracy"] == pytest.approx(np.mean(pos > neg))
-    assert metrics["test"]["by_qtype"]["x"]["adapter"]["roc_auc"] == pytest.approx(metrics["test"]["adapter"]["roc_auc"])
+    assert metrics["test"]["by_qtype"]["x"]["adapter"]["roc_auc"] == pytest.approx(
+        metrics["test"]["adapter"]["roc_auc"]
+    )
     json.dumps(metrics, allow_nan=False)  # strict JSON: no NaN anywhere
 
 
@@ -557,11 +732,11 @@ def planted(groups: dict[str, tuple[list[float], list[float]]]) -> tuple[dict, l
     dims = 2 * sum(len(pos) for pos, _ in groups.values())
     plane = 0
     for name, (pos, neg) in groups.items():
-        for i, (p, n) in enumerate(zip(pos, neg)):
+        for i, (p, n) in enumerate(zip(pos, neg, strict=False)):
             texts = {field: f"{name}-{field}-{i}" for field in ("anchor", "positive", "negative")}
             for field, cosine in (("anchor", 1.0), ("positive", p), ("negative", n)):
                 vector = np.zeros(dims, dtype=np.float32)
-                vector[2 * plane], vector[2 * plane + 1] = cosine, np.sqrt(max(0.0, 1 - cosine ** 2))
+                vector[2 * plane], vector[2 * plane + 1] = cosine, np.sqrt(max(0.0, 1 - cosine**2))
                 vectors[texts[field]] = vector
             triplets[name].append({**texts, "qtype": "x", "negative_kind": "k"})
             plane += 1
@@ -576,19 +751,33 @@ TEST_POS, TEST_NEG = [0.80 + 0.01 * i for i in range(20)], [0.60 + 0.01 * i for 
 def test_threshold_is_chosen_on_calibration_and_reported_on_test():
     # On test, 0.80 separates all hits from all misses; on val the misses reach 0.94, so the
     # lowest threshold with precision 0.99 there is 0.95, which keeps only 5 of 20 test hits.
-    triplets, texts, embeddings = planted({"test": (TEST_POS, TEST_NEG),
-                                           "val": ([0.80 + 0.01 * i for i in range(20)], [0.75 + 0.01 * i for i in range(20)])})
-    external = {"ext": {"file": "x", "pairs": [("test-anchor-0", "test-positive-0", 1), ("test-anchor-0", "test-negative-0", 0)]}}
-    metrics, curves = evaluate_adapter.compute_metrics(triplets["test"], texts, embeddings, external, [0.9], [0.99], 0.99, 0, 1,
-                                                       calibration=triplets["val"])
-    fallback, _ = evaluate_adapter.compute_metrics(triplets["test"], texts, embeddings, external, [0.9], [0.99], 0.99, 0, 1)
+    triplets, texts, embeddings = planted(
+        {
+            "test": (TEST_POS, TEST_NEG),
+            "val": ([0.80 + 0.01 * i for i in range(20)], [0.75 + 0.01 * i for i in range(20)]),
+        }
+    )
+    external = {
+        "ext": {
+            "file": "x",
+            "pairs": [("test-anchor-0", "test-positive-0", 1), ("test-anchor-0", "test-negative-0", 0)],
+        }
+    }
+    metrics, curves = evaluate_adapter.compute_metrics(
+        triplets["test"], texts, embeddings, external, [0.9], [0.99], 0.99, 0, 1, calibration=triplets["val"]
+    )
+    fallback, _ = evaluate_adapter.compute_metrics(
+        triplets["test"], texts, embeddings, external, [0.9], [0.99], 0.99, 0, 1
+    )
     rec, old = metrics["recommended_threshold"]["pair_threshold"], fallback["recommended_threshold"]["pair_threshold"]
     assert (rec["chosen_on"], metrics["recommended_threshold"]["calibration_triplets"]) == ("val", 20)
     assert (old["chosen_on"], fallback["recommended_threshold"]["calibration_triplets"]) == ("test", 20)
     for name in ("base", "adapter"):
         assert rec[name]["threshold"] == pytest.approx(0.95, abs=1e-6)
         assert old[name]["threshold"] == pytest.approx(0.80, abs=1e-6)
-        assert rec[name]["calibration"]["precision"] == 1.0 and rec[name]["calibration"]["recall"] == pytest.approx(5 / 20)
+        assert rec[name]["calibration"]["precision"] == 1.0 and rec[name]["calibration"]["recall"] == pytest.approx(
+            5 / 20
+        )
         assert (rec[name]["precision"], rec[name]["recall"]) == (1.0, pytest.approx(5 / 20))  # on test
         assert (old[name]["precision"], old[name]["recall"]) == (1.0, 1.0)  # optimistic: chosen where reported
         assert old[name]["calibration"] == {key: old[name][key] for key in ("precision", "recall", "f1")}
@@ -609,17 +798,33 @@ def test_threshold_is_chosen_on_calibration_and_reported_on_test():
 def test_bound_not_held_on_test_is_said_plainly():
     """Val novel questions stay under 0.60, so the validation cache serves nothing wrong from 0.60 up;
     on test the novel questions reach 0.79: the bound chosen on val does not hold, and the verdict says so."""
-    triplets, texts, embeddings = planted({"test": (TEST_POS, TEST_NEG),
-                                           "val": ([0.60 + 0.02 * i for i in range(20)] * 4,
-                                                   [0.40 + 0.01 * i for i in range(20)] * 4)})
-    metrics, _ = evaluate_adapter.compute_metrics(triplets["test"], texts, embeddings, {}, [0.9], [0.99], 0.99, 0, 1,
-                                                  calibration=triplets["val"], max_wrong_share=0.05)
+    triplets, texts, embeddings = planted(
+        {
+            "test": (TEST_POS, TEST_NEG),
+            "val": ([0.60 + 0.02 * i for i in range(20)] * 4, [0.40 + 0.01 * i for i in range(20)] * 4),
+        }
+    )
+    metrics, _ = evaluate_adapter.compute_metrics(
+        triplets["test"],
+        texts,
+        embeddings,
+        {},
+        [0.9],
+        [0.99],
+        0.99,
+        0,
+        1,
+        calibration=triplets["val"],
+        max_wrong_share=0.05,
+    )
     rec = metrics["recommended_threshold"]
     entry = rec["adapter"]
     assert entry["bound_met_on_val"] is True and entry["test"]["bound_held"] is False
     assert entry["test"]["wrong_share"] > 0.05
     assert "over the 5.0% budget" in rec["verdict"]
-    assert "| adapter |" in evaluate_adapter.render_markdown(metrics) and "| NO |" in evaluate_adapter.render_markdown(metrics)
+    assert "| adapter |" in evaluate_adapter.render_markdown(metrics) and "| NO |" in evaluate_adapter.render_markdown(
+        metrics
+    )
 
 
 def test_calibration_subset_is_seeded_in_file_order_and_keeps_whole_anchors():
@@ -639,11 +844,26 @@ def test_cli_rejects_bad_calibration_file_before_loading_models(tmp_path, capsys
     triplets.write_text(json.dumps({"anchor": "a", "positive": "b", "negative": "c"}) + "\n", encoding="utf-8")
     val = tmp_path / "val.jsonl"
     val.write_text(json.dumps({"id": "v1", "anchor": "a", "positive": " ", "negative": "c"}) + "\n", encoding="utf-8")
-    rc = evaluate_adapter.run_main(evaluate_adapter.main, [
-        "--triplets", str(triplets), "--base-model", str(tmp_path / "none"), "--adapter", str(tmp_path / "none"),
-        "--output-json", str(tmp_path / "m.json"), "--output-md", str(tmp_path / "m.md"), "--plots-dir", str(tmp_path / "p"),
-        "--calibration-triplets", str(val), *step_argv("evaluate", "medical", {}),
-    ])
+    rc = evaluate_adapter.run_main(
+        evaluate_adapter.main,
+        [
+            "--triplets",
+            str(triplets),
+            "--base-model",
+            str(tmp_path / "none"),
+            "--adapter",
+            str(tmp_path / "none"),
+            "--output-json",
+            str(tmp_path / "m.json"),
+            "--output-md",
+            str(tmp_path / "m.md"),
+            "--plots-dir",
+            str(tmp_path / "p"),
+            "--calibration-triplets",
+            str(val),
+            *step_argv("evaluate", "medical", {}),
+        ],
+    )
     assert rc == 1
     assert f"{val}: triplet 1 (id v1) has no text in 'positive'" in capsys.readouterr().err
 
@@ -658,9 +878,22 @@ def test_val_halves_are_seeded_and_focus_disjoint_on_real_val(medquad_splits, tm
     triplets = build_triplets(records, 1500, seed=3)
     path = tmp_path / "val.jsonl"
     path.write_text("".join(json.dumps(t) + "\n" for t in triplets), encoding="utf-8")
-    argv = ["--triplets", str(path), "--queries", str(medquad_splits / "val.jsonl"), "--select", str(tmp_path / "s.jsonl"),
-            "--calibrate", str(tmp_path / "c.jsonl"), "--stats", str(tmp_path / "h.json"),
-            "--calibrate-fraction", "0.5", "--seed", "13"]
+    argv = [
+        "--triplets",
+        str(path),
+        "--queries",
+        str(medquad_splits / "val.jsonl"),
+        "--select",
+        str(tmp_path / "s.jsonl"),
+        "--calibrate",
+        str(tmp_path / "c.jsonl"),
+        "--stats",
+        str(tmp_path / "h.json"),
+        "--calibrate-fraction",
+        "0.5",
+        "--seed",
+        "13",
+    ]
     assert split_val_triplets.main(argv) == 0
     select, calibrate = list(read_jsonl(tmp_path / "s.jsonl")), list(read_jsonl(tmp_path / "c.jsonl"))
     assert len(select) + len(calibrate) == len(triplets) and 0.35 < len(calibrate) / len(triplets) < 0.65

@@ -8,26 +8,42 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import generate_triplets
 import pytest
 import yaml
 
-import generate_triplets
-from conftest import STRUCTURE, run_snakemake, step_argv
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_json, read_jsonl
-from cache_embed.text import comparison_key
 from cache_embed.structure_generator import SPLIT_FORMS, forms_problems, load_forms, render
+from cache_embed.text import comparison_key
+from conftest import STRUCTURE, run_snakemake, step_argv
 
 FORMS = Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical_forms.yaml"
 
 
 def generate(splits_dir: Path, out: Path, split: str, *extra: str) -> tuple[Path, dict]:
     output = out / f"{split}.jsonl"
-    assert generate_triplets.main([
-        "--input", str(splits_dir / f"{split}.jsonl"), "--output", str(output),
-        "--stats", str(out / f"{split}.stats.json"), "--split", split, "--domain", "medical",
-        "--forms", str(FORMS), *step_argv("generate", "medical", **STRUCTURE), *extra,
-    ]) == 0
+    assert (
+        generate_triplets.main(
+            [
+                "--input",
+                str(splits_dir / f"{split}.jsonl"),
+                "--output",
+                str(output),
+                "--stats",
+                str(out / f"{split}.stats.json"),
+                "--split",
+                split,
+                "--domain",
+                "medical",
+                "--forms",
+                str(FORMS),
+                *step_argv("generate", "medical", **STRUCTURE),
+                *extra,
+            ]
+        )
+        == 0
+    )
     return output, read_json(out / f"{split}.stats.json")
 
 
@@ -56,11 +72,15 @@ def test_forms_bank_covers_every_qtype_and_keeps_intent(medquad_splits):
 
 
 def test_forms_check_rejects_off_intent_missing_and_repeated_forms():
-    bank = {"qtypes": {"symptoms": {
-        "keywords": ["symptom", "sign"],
-        "train": ["How is {focus} treated?", "{focus} symptoms", "{focus}  SYMPTOMS"],
-        "heldout": ["what are the signs of gout"],
-    }}}
+    bank = {
+        "qtypes": {
+            "symptoms": {
+                "keywords": ["symptom", "sign"],
+                "train": ["How is {focus} treated?", "{focus} symptoms", "{focus}  SYMPTOMS"],
+                "heldout": ["what are the signs of gout"],
+            }
+        }
+    }
     problems = " | ".join(forms_problems(bank))
     assert "none of the intent keywords" in problems  # treatment wording under symptoms
     assert "repeats another form" in problems
@@ -127,7 +147,8 @@ def test_train_yield_and_label_correctness(generated, medquad_splits):
                 and comparison_key(s["focus"]) != comparison_key(anchor["focus"])
                 and (
                     set(s["semantic_types"]) & set(anchor["semantic_types"])
-                    if anchor["semantic_types"] else s["category"] == anchor["category"]
+                    if anchor["semantic_types"]
+                    else s["category"] == anchor["category"]
                 )
                 for s in sources
             ), t
@@ -173,11 +194,30 @@ def test_same_seed_same_bytes_other_seed_differs(generated, medquad_splits, tmp_
     shards.mkdir()
     lines = []
     for k in range(3):
-        assert generate_triplets.main([
-            "--input", str(medquad_splits / "val.jsonl"), "--output", str(shards / f"{k}.jsonl"),
-            "--stats", str(shards / f"{k}.stats.json"), "--split", "val", "--domain", "medical",
-            "--forms", str(FORMS), "--shard", str(k), "--shards", "3", *step_argv("generate", "medical", **STRUCTURE),
-        ]) == 0
+        assert (
+            generate_triplets.main(
+                [
+                    "--input",
+                    str(medquad_splits / "val.jsonl"),
+                    "--output",
+                    str(shards / f"{k}.jsonl"),
+                    "--stats",
+                    str(shards / f"{k}.stats.json"),
+                    "--split",
+                    "val",
+                    "--domain",
+                    "medical",
+                    "--forms",
+                    str(FORMS),
+                    "--shard",
+                    str(k),
+                    "--shards",
+                    "3",
+                    *step_argv("generate", "medical", **STRUCTURE),
+                ]
+            )
+            == 0
+        )
         lines += (shards / f"{k}.jsonl").read_text().splitlines()
     assert sorted(lines) == sorted(path.read_text().splitlines())
 
@@ -201,11 +241,17 @@ def test_split_without_annotations_is_refused(tmp_path):
 
 def test_snakemake_generate_and_gather_local_structure(project):
     local = project / "config" / "structure-test.yaml"
-    local.write_text(yaml.safe_dump({
-        "domains": {"medical": {"queries": "medquad", "spec": "resources/domains/medical.yaml", "backend": "structure"}},
-        "medquad": {"archive": "resources/medquad/MedQuAD-577bd37b96c02d1833b2c9eed2de9f96964e96cb.zip"},
-        "generate": {"shards": 2, "max_queries": 1500},
-    }))
+    local.write_text(
+        yaml.safe_dump(
+            {
+                "domains": {
+                    "medical": {"queries": "medquad", "spec": "resources/domains/medical.yaml", "backend": "structure"}
+                },
+                "medquad": {"archive": "resources/medquad/MedQuAD-577bd37b96c02d1833b2c9eed2de9f96964e96cb.zip"},
+                "generate": {"shards": 2, "max_queries": 1500},
+            }
+        )
+    )
     targets = [f"results/medical/triplets/{s}.jsonl" for s in ("train", "val", "test")]
     run_snakemake(project, "--configfile", str(local), "--", *targets)
     for split in ("train", "val", "test"):
@@ -233,16 +279,42 @@ def test_generate_triplets_openai_backend_against_canned_test_server(tmp_path, m
     markers = ["", "", "", "", "", "[[invalid_json]] ", "[[truncated]] ", ""]
     (tmp_path / "in").mkdir()
     split = tmp_path / "in" / "val.jsonl"
-    split.write_text("".join(
-        json.dumps({"id": f"q{i}", "query": f"{m}What are the symptoms of condition {i} ?", "qtype": "symptoms",
-                    "focus": f"condition {i}"}) + "\n"
-        for i, m in enumerate(markers)
-    ))
+    split.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "query": f"{m}What are the symptoms of condition {i} ?",
+                    "qtype": "symptoms",
+                    "focus": f"condition {i}",
+                }
+            )
+            + "\n"
+            for i, m in enumerate(markers)
+        )
+    )
     monkeypatch.setenv("CANNED_KEY", "x")
     with CannedServer(delay_s=0.0) as server:
-        args = [*step_argv("generate", "medical", **openai), *step_argv("generate_runtime_options", "medical", 0, **openai),
-                "--backend", "openai", "--spec", str(spec), "--model", "canned", "--base-url", server.base_url,
-                "--api-key-env", "CANNED_KEY", "--max-retries", "0", "--batch-size", "4", "--openai-retries", "0"]
+        args = [
+            *step_argv("generate", "medical", **openai),
+            *step_argv("generate_runtime_options", "medical", 0, **openai),
+            "--backend",
+            "openai",
+            "--spec",
+            str(spec),
+            "--model",
+            "canned",
+            "--base-url",
+            server.base_url,
+            "--api-key-env",
+            "CANNED_KEY",
+            "--max-retries",
+            "0",
+            "--batch-size",
+            "4",
+            "--openai-retries",
+            "0",
+        ]
         path, stats = generate(tmp_path / "in", tmp_path, "val", *args)
         with pytest.raises(PipelineError, match="min-yield"):
             generate(tmp_path / "in", tmp_path / "strict", "val", *args, "--min-yield", "0.9")

@@ -33,17 +33,26 @@ import httpx
 import pytest
 
 from cache_embed import llm_backends
-from cache_embed.llm_backends import (
-    MAX_TEXT_CHARS, MIN_TEXT_CHARS, STRUCTURED_OUTPUTS_CONFIG, Completion, answer_schema, build_messages, load_spec,
-    make_backend, parse_answer,
-)
 from cache_embed.cli import PipelineError
+from cache_embed.llm_backends import (
+    MAX_TEXT_CHARS,
+    MIN_TEXT_CHARS,
+    STRUCTURED_OUTPUTS_CONFIG,
+    Completion,
+    answer_schema,
+    build_messages,
+    load_spec,
+    make_backend,
+    parse_answer,
+)
 from cache_embed.text import comparison_key, normalise_whitespace, stable_id
 from cache_embed.triplet_quality import near_copy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import step_argv  # noqa: E402
 from openai_test_server import CannedServer  # noqa: E402
+
+from conftest import step_argv  # noqa: E402
+
 VLLM = {"backend": "vllm"}
 OPENAI = {"backend": "openai"}
 
@@ -60,7 +69,12 @@ FAILURE_OF_RANDOM_MODEL = {"truncated", "parse_error", "schema_error"}
 @pytest.mark.parametrize("domain", DOMAIN_NAMES)
 def test_every_spec_field_reaches_the_chat_messages(domain):
     spec = load_spec(DOMAINS / f"{domain}.yaml")
-    query = {"id": "q1", "query": "What are the  symptoms of Fabry disease ?", "focus": "Fabry disease", "qtype": "symptoms"}
+    query = {
+        "id": "q1",
+        "query": "What are the  symptoms of Fabry disease ?",
+        "focus": "Fabry disease",
+        "qtype": "symptoms",
+    }
     system, user = build_messages(spec, query, 4, 3)
     assert (system["role"], user["role"]) == ("system", "user")
     text = system["content"]
@@ -78,7 +92,9 @@ def test_every_spec_field_reaches_the_chat_messages(domain):
     assert not missing, f"{domain}: spec text absent from the system message: {missing}"
     # good examples are shown in the exact answer shape
     first = spec["examples"]["good"][0]
-    assert json.dumps({"paraphrases": first["paraphrases"], "negatives": first["negatives"]}, ensure_ascii=False) in text
+    assert (
+        json.dumps({"paraphrases": first["paraphrases"], "negatives": first["negatives"]}, ensure_ascii=False) in text
+    )
     assert "What are the symptoms of Fabry disease ?" in user["content"]
     assert "exactly 4 paraphrases" in user["content"] and "exactly 3 negatives" in user["content"]
     assert "Topic: Fabry disease" in user["content"] and "Intent: symptoms" in user["content"]
@@ -105,9 +121,18 @@ def test_broken_spec_names_file_and_field(tmp_path):
     cases = {
         "no_role": (lambda s: without(s, "role"), "field 'role' is missing"),
         "no_why": (lambda s: without(s, "examples", "bad", 1, "why"), "field 'examples.bad[1].why' is missing"),
-        "no_good_negatives": (lambda s: without(s, "examples", "good", 0, "negatives"), "'examples.good[0].negatives' is missing"),
-        "empty_guidelines": (lambda s: s.update(paraphrase_guidelines=[]), "'paraphrase_guidelines' must be a non-empty list"),
-        "blank_guideline": (lambda s: s["negative_guidelines"].append(" "), "'negative_guidelines[5]' must be a non-empty string"),
+        "no_good_negatives": (
+            lambda s: without(s, "examples", "good", 0, "negatives"),
+            "'examples.good[0].negatives' is missing",
+        ),
+        "empty_guidelines": (
+            lambda s: s.update(paraphrase_guidelines=[]),
+            "'paraphrase_guidelines' must be a non-empty list",
+        ),
+        "blank_guideline": (
+            lambda s: s["negative_guidelines"].append(" "),
+            "'negative_guidelines[5]' must be a non-empty string",
+        ),
         "typo": (lambda s: s.update(negative_guideline=["x"]), "'negative_guideline' is unknown"),
     }
     for name, (breaker, message) in cases.items():
@@ -129,16 +154,29 @@ def test_answer_parsing_counts_each_kind_of_garbage():
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(answer_schema(2, 1))
-    good = json.dumps({"paraphrases": ["How do I know I have flu?", "flu  signs"], "negatives": ["How is flu treated?"]})
+    good = json.dumps(
+        {"paraphrases": ["How do I know I have flu?", "flu  signs"], "negatives": ["How is flu treated?"]}
+    )
     cases = [
         (Completion(good, "stop"), None),
         (Completion(f"```json\n{good}\n```", "stop"), None),
         (Completion(good[:-3], "length"), "truncated"),
         (Completion("Sure, here you go: 1. ...", "stop"), "parse_error"),
-        (Completion(json.dumps({"paraphrases": ["only one here"], "negatives": ["How is flu treated?"]}), "stop"), "schema_error"),
+        (
+            Completion(json.dumps({"paraphrases": ["only one here"], "negatives": ["How is flu treated?"]}), "stop"),
+            "schema_error",
+        ),
         (Completion(json.dumps({"paraphrases": ["a b c d", "e f g h"], "negatives": ["x"]}), "stop"), "schema_error"),
-        (Completion(json.dumps({"paraphrases": ["a b c d", "e f g h"], "negatives": ["i j k l"], "extra": 1}), "stop"), "schema_error"),
-        (Completion(json.dumps({"paraphrases": ["a b c d", "    \t   "], "negatives": ["i j k l"]}), "stop"), "schema_error"),
+        (
+            Completion(
+                json.dumps({"paraphrases": ["a b c d", "e f g h"], "negatives": ["i j k l"], "extra": 1}), "stop"
+            ),
+            "schema_error",
+        ),
+        (
+            Completion(json.dumps({"paraphrases": ["a b c d", "    \t   "], "negatives": ["i j k l"]}), "stop"),
+            "schema_error",
+        ),
         (Completion("[1, 2]", "stop"), "schema_error"),
         (Completion("   ", "stop"), "empty"),
         (Completion(None, None, error="HTTP 503"), "request_error"),
@@ -168,18 +206,34 @@ def _queries(*questions: str) -> list[dict]:
 
 
 def _openai(server: CannedServer, **overrides) -> llm_backends.OpenAIBackend:
-    settings = {"model": "canned-test-model", "base_url": server.base_url, "api_key_env": "LLM_BACKENDS_TEST_KEY",
-                "concurrency": 4, "timeout_s": 5.0, "retries": 2, "backoff_s": 0.01, "max_retries": 1,
-                "batch_size": 8, "seed": 7}
+    settings = {
+        "model": "canned-test-model",
+        "base_url": server.base_url,
+        "api_key_env": "LLM_BACKENDS_TEST_KEY",
+        "concurrency": 4,
+        "timeout_s": 5.0,
+        "retries": 2,
+        "backoff_s": 0.01,
+        "max_retries": 1,
+        "batch_size": 8,
+        "seed": 7,
+    }
     settings.update(overrides)
     return make_backend("openai", settings, load_spec(DOMAINS / "medical.yaml"))
 
 
 def test_openai_backend_against_canned_test_server_counts_garbage_and_retries(monkeypatch):
     monkeypatch.delenv("LLM_BACKENDS_TEST_KEY", raising=False)
-    questions = ["What causes gout ?", "[[invalid_json]] What is gout?", "[[schema]] Is gout inherited?",
-                 "[[truncated]] How is gout treated?", "[[empty]] Who gets gout?", "[[garbage_body]] Gout diet?",
-                 "[[500_once]] Gout symptoms?", "[[429_once]] Gout outlook?"]
+    questions = [
+        "What causes gout ?",
+        "[[invalid_json]] What is gout?",
+        "[[schema]] Is gout inherited?",
+        "[[truncated]] How is gout treated?",
+        "[[empty]] Who gets gout?",
+        "[[garbage_body]] Gout diet?",
+        "[[500_once]] Gout symptoms?",
+        "[[429_once]] Gout outlook?",
+    ]
     with CannedServer(delay_s=0.01) as server, _openai(server) as backend:
         results = backend.generate(_queries(*questions), paraphrases=3, negatives=2)
         counts = dict(backend.request_counts)
@@ -206,8 +260,10 @@ def test_openai_backend_against_canned_test_server_counts_garbage_and_retries(mo
     assert len(by_marker["invalid_json"]) == 2  # retried once (max_retries 1), in a later batch
     body = by_marker["valid"][0]["body"]
     assert body["model"] == "canned-test-model"
-    assert body["response_format"] == {"type": "json_schema", "json_schema": {
-        "name": "triplet_candidates", "schema": answer_schema(3, 2), "strict": True}}
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "triplet_candidates", "schema": answer_schema(3, 2), "strict": True},
+    }
     assert isinstance(body["seed"], int) and body["messages"][0]["role"] == "system"
     seeds = [r["body"]["seed"] for r in by_marker["invalid_json"]]
     assert seeds[0] != seeds[1], "a retry must sample anew"
@@ -239,8 +295,10 @@ def test_openai_backend_bounds_concurrency_canned_test_server():
 
 
 def test_openai_backend_timeout_and_exhausted_retries_canned_test_server():
-    with CannedServer(delay_s=0.0, slow_s=2.0) as server, \
-            _openai(server, timeout_s=0.3, retries=1, max_retries=0) as backend:
+    with (
+        CannedServer(delay_s=0.0, slow_s=2.0) as server,
+        _openai(server, timeout_s=0.3, retries=1, max_retries=0) as backend,
+    ):
         started = time.monotonic()
         slow, broken = backend.generate(_queries("[[slow]] Gout?", "[[always_500]] Gout?"), 2, 1)
         elapsed = time.monotonic() - started
@@ -254,7 +312,10 @@ def test_openai_backend_configuration_errors_canned_test_server():
     with CannedServer(delay_s=0.0) as server, _openai(server) as backend:
         with pytest.raises(PipelineError, match="HTTP 401"):
             backend.generate(_queries("[[unauthorized]] Gout?"), 2, 1)
-    with CannedServer(delay_s=0.0) as server, _openai(server, base_url=server.base_url.replace("/v1", "/v2")) as backend:
+    with (
+        CannedServer(delay_s=0.0) as server,
+        _openai(server, base_url=server.base_url.replace("/v1", "/v2")) as backend,
+    ):
         with pytest.raises(PipelineError, match="404"):
             backend.generate(_queries("Gout?"), 2, 1)
 
@@ -263,8 +324,11 @@ def test_openai_backend_connection_refused_is_counted():
     with socket.socket() as sock:  # a free loopback port with nobody listening
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    backend = make_backend("openai", {"model": "m", "base_url": f"http://127.0.0.1:{port}/v1", "retries": 1,
-                                      "backoff_s": 0.01, "max_retries": 0}, load_spec(DOMAINS / "medical.yaml"))
+    backend = make_backend(
+        "openai",
+        {"model": "m", "base_url": f"http://127.0.0.1:{port}/v1", "retries": 1, "backoff_s": 0.01, "max_retries": 0},
+        load_spec(DOMAINS / "medical.yaml"),
+    )
     with backend:
         (result,) = backend.generate(_queries("Gout?"), 2, 1)
     assert result.failure == "request_error" and "connection error" in result.detail
@@ -276,18 +340,24 @@ def test_openai_backend_connection_refused_is_counted():
 
 def _vllm_env() -> dict:
     env = dict(os.environ)
-    env.update({
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: plenty for a tiny model
-        "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-    })
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: plenty for a tiny model
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+    )
     return env
 
 
 @pytest.fixture(scope="session")
 def vllm_python() -> Path:
     if not VLLM_PYTHON.exists():
-        pytest.skip(f"no vLLM venv at {VLLM_PYTHON}: run .ci/setup-vllm.sh (or set VLLM_PYTHON) for the real vLLM tests")
+        pytest.skip(
+            f"no vLLM venv at {VLLM_PYTHON}: run .ci/setup-vllm.sh (or set VLLM_PYTHON) for the real vLLM tests"
+        )
     return VLLM_PYTHON
 
 
@@ -295,8 +365,14 @@ def vllm_python() -> Path:
 def tiny_qwen_dir(vllm_python, tmp_path_factory) -> Path:
     """A tiny random Qwen2 chat model, built offline with the vLLM venv's transformers."""
     out = tmp_path_factory.mktemp("tiny_qwen")
-    subprocess.run([str(vllm_python), str(PROJECT_ROOT / "tests" / "tiny_qwen.py"), str(out)],
-                   check=True, capture_output=True, text=True, timeout=300, env=_vllm_env())
+    subprocess.run(
+        [str(vllm_python), str(PROJECT_ROOT / "tests" / "tiny_qwen.py"), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_vllm_env(),
+    )
     assert (out / "model.safetensors").exists() and (out / "chat_template.jinja").exists()
     return out
 
@@ -322,19 +398,53 @@ def _assert_structured(log: str) -> None:
             assert re.search(r"""characters?[^:]*: ['"]\{""", detail), detail
 
 
-def test_vllm_backend_real_engine_on_cpu_counts_random_model_garbage(vllm_python, tiny_qwen_dir, medquad_splits, tmp_path):
+def test_vllm_backend_real_engine_on_cpu_counts_random_model_garbage(
+    vllm_python, tiny_qwen_dir, medquad_splits, tmp_path
+):
     """The real generation script with --backend vllm: engine start, chat template, structured outputs,
     retries; the random model's junk is counted, and the rule's yield check is what fails a real run."""
     out = tmp_path / "shard"
     command = [
-        str(vllm_python), str(PROJECT_ROOT / "scripts" / "generate_triplets.py"),
-        "--input", str(medquad_splits / "train.jsonl"), "--output", str(out / "triplets.jsonl"),
-        "--stats", str(out / "stats.json"), "--split", "train", "--domain", "medical",
-        *step_argv("generate", "medical", generate=VLLM), *step_argv("generate_runtime_options", "medical", 1, generate=VLLM),
-        "--backend", "vllm", "--spec", str(DOMAINS / "medical.yaml"), "--model", str(tiny_qwen_dir),
-        "--max-queries", "6", "--batch-size", "4", "--max-retries", "1", "--min-yield", "0",
-        "--paraphrases", "3", "--negatives", "2", "--dtype", "bfloat16", "--max-model-len", "4096",
-        "--max-tokens", "48", "--seed", "5",
+        str(vllm_python),
+        str(PROJECT_ROOT / "scripts" / "generate_triplets.py"),
+        "--input",
+        str(medquad_splits / "train.jsonl"),
+        "--output",
+        str(out / "triplets.jsonl"),
+        "--stats",
+        str(out / "stats.json"),
+        "--split",
+        "train",
+        "--domain",
+        "medical",
+        *step_argv("generate", "medical", generate=VLLM),
+        *step_argv("generate_runtime_options", "medical", 1, generate=VLLM),
+        "--backend",
+        "vllm",
+        "--spec",
+        str(DOMAINS / "medical.yaml"),
+        "--model",
+        str(tiny_qwen_dir),
+        "--max-queries",
+        "6",
+        "--batch-size",
+        "4",
+        "--max-retries",
+        "1",
+        "--min-yield",
+        "0",
+        "--paraphrases",
+        "3",
+        "--negatives",
+        "2",
+        "--dtype",
+        "bfloat16",
+        "--max-model-len",
+        "4096",
+        "--max-tokens",
+        "48",
+        "--seed",
+        "5",
     ]
     env = _vllm_env()
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in-process: ~20 s faster start on 2 cores
@@ -366,16 +476,34 @@ def real_vllm_server(vllm_python, tiny_qwen_dir, tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm_server") / "vllm_server.log"
     command = [
-        str(vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_qwen_dir),
-        "--served-model-name", "tiny-qwen", "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "4096",
+        str(vllm_python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_qwen_dir),
+        "--served-model-name",
+        "tiny-qwen",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+        "--max-model-len",
+        "4096",
         # vllm-cpu 0.32.0 crashes on a seeded request whose prefill is chunked ("CPU Generator does not use offset")
-        "--no-enable-chunked-prefill", "--max-num-batched-tokens", "16384",
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        "16384",
         # the engine's structured-outputs settings, as the vllm backend sets them (README: "vllm serve")
-        "--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS_CONFIG),
+        "--structured-outputs-config",
+        json.dumps(STRUCTURED_OUTPUTS_CONFIG),
     ]
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_vllm_env(), start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=_vllm_env(), start_new_session=True
+        )
     base_url = f"http://127.0.0.1:{port}/v1"
     started = time.monotonic()
     try:
@@ -410,21 +538,56 @@ def test_openai_backend_against_real_vllm_server(real_vllm_server, medquad_split
     base_url, server_log = real_vllm_server
     caplog.set_level(logging.INFO, logger="llm_backends")
     out = tmp_path / "shard"
-    assert generate_triplets.main([
-        "--input", str(medquad_splits / "train.jsonl"), "--output", str(out / "triplets.jsonl"),
-        "--stats", str(out / "stats.json"), "--split", "train", "--domain", "medical",
-        *step_argv("generate", "medical", generate=OPENAI),
-        *step_argv("generate_runtime_options", "medical", 0, generate=OPENAI),
-        "--backend", "openai", "--spec", str(DOMAINS / "medical.yaml"), "--model", "tiny-qwen",
-        "--base-url", base_url, "--api-key-env", "LLM_BACKENDS_TEST_KEY_UNSET", "--concurrency", "4",
-        "--timeout", "120", "--max-queries", "6", "--batch-size", "6", "--max-retries", "1", "--min-yield", "0",
-        "--max-tokens", "48", "--seed", "5",
-    ]) == 0
+    assert (
+        generate_triplets.main(
+            [
+                "--input",
+                str(medquad_splits / "train.jsonl"),
+                "--output",
+                str(out / "triplets.jsonl"),
+                "--stats",
+                str(out / "stats.json"),
+                "--split",
+                "train",
+                "--domain",
+                "medical",
+                *step_argv("generate", "medical", generate=OPENAI),
+                *step_argv("generate_runtime_options", "medical", 0, generate=OPENAI),
+                "--backend",
+                "openai",
+                "--spec",
+                str(DOMAINS / "medical.yaml"),
+                "--model",
+                "tiny-qwen",
+                "--base-url",
+                base_url,
+                "--api-key-env",
+                "LLM_BACKENDS_TEST_KEY_UNSET",
+                "--concurrency",
+                "4",
+                "--timeout",
+                "120",
+                "--max-queries",
+                "6",
+                "--batch-size",
+                "6",
+                "--max-retries",
+                "1",
+                "--min-yield",
+                "0",
+                "--max-tokens",
+                "48",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["queries"] == 6 and stats["model"] == "tiny-qwen"
     assert set(stats["failures"]) <= FAILURE_OF_RANDOM_MODEL and sum(stats["failures"].values()) >= 5, stats
     _assert_structured(caplog.text)
-    assert "POST /v1/chat/completions HTTP/1.1\" 200" in server_log.read_text()
+    assert 'POST /v1/chat/completions HTTP/1.1" 200' in server_log.read_text()
 
 
 # --------------------------------------------------------------------------- vLLM success path
@@ -432,8 +595,13 @@ def test_openai_backend_against_real_vllm_server(real_vllm_server, medquad_split
 # Few strings per answer: the random model fills each string towards MAX_TEXT_CHARS, and tokens cost time.
 PARAPHRASES, NEGATIVES = 2, 1
 POSITIVE_DROPS = ("empty_positive", "positive_copies_anchor", "duplicate_positive", "positive_over_cap")
-NEGATIVE_DROPS = ("empty_negative", "negative_copies_anchor", "duplicate_negative", "negative_equals_positive",
-                  "negative_over_cap")
+NEGATIVE_DROPS = (
+    "empty_negative",
+    "negative_copies_anchor",
+    "duplicate_negative",
+    "negative_equals_positive",
+    "negative_over_cap",
+)
 # Enough for five strings of MAX_TEXT_CHARS even at one character per token, so no answer is cut off.
 SUCCESS_MAX_TOKENS = 1700
 
@@ -444,10 +612,27 @@ def _gather_and_check(out: Path, split: Path, backend: str, model: str, revision
     import gather_triplets
     import jsonschema
 
-    assert gather_triplets.main([
-        "--triplets", str(out / "triplets.jsonl"), "--shard-stats", str(out / "stats.json"), "--input", str(split),
-        "--split", "train", "--shards", "1", "--output", str(out / "train.jsonl"), "--stats", str(out / "train.stats.json"),
-    ]) == 0
+    assert (
+        gather_triplets.main(
+            [
+                "--triplets",
+                str(out / "triplets.jsonl"),
+                "--shard-stats",
+                str(out / "stats.json"),
+                "--input",
+                str(split),
+                "--split",
+                "train",
+                "--shards",
+                "1",
+                "--output",
+                str(out / "train.jsonl"),
+                "--stats",
+                str(out / "train.stats.json"),
+            ]
+        )
+        == 0
+    )
     stats = json.loads((out / "train.stats.json").read_text())
     records = [json.loads(line) for line in (out / "train.jsonl").open(encoding="utf-8")]
     split_ids = {json.loads(line)["id"]: json.loads(line) for line in split.open(encoding="utf-8")}
@@ -483,7 +668,8 @@ def _gather_and_check(out: Path, split: Path, backend: str, model: str, revision
     assert set(dropped) <= set(POSITIVE_DROPS + NEGATIVE_DROPS + ("positive_without_negative",)), dropped
     answered = queries - sum(stats["failures"].values())
     assert PARAPHRASES * answered == len(records) + sum(dropped.get(k, 0) for k in POSITIVE_DROPS) + dropped.get(
-        "positive_without_negative", 0), (stats, len(records))
+        "positive_without_negative", 0
+    ), (stats, len(records))
     used_negatives = sum(len({r["negative"] for r in rs}) for rs in by_query.values())
     assert used_negatives + sum(dropped.get(k, 0) for k in NEGATIVE_DROPS) <= NEGATIVES * answered
     return stats
@@ -495,14 +681,48 @@ def test_vllm_backend_real_engine_writes_schema_valid_triplets(vllm_python, tiny
     out = tmp_path / "shard"
     revision = "tiny-qwen-offline-r1"
     command = [
-        str(vllm_python), str(PROJECT_ROOT / "scripts" / "generate_triplets.py"),
-        "--input", str(medquad_splits / "train.jsonl"), "--output", str(out / "triplets.jsonl"),
-        "--stats", str(out / "stats.json"), "--split", "train", "--domain", "medical",
-        *step_argv("generate", "medical", generate=VLLM), *step_argv("generate_runtime_options", "medical", 1, generate=VLLM),
-        "--backend", "vllm", "--spec", str(DOMAINS / "medical.yaml"), "--model", str(tiny_qwen_dir),
-        "--revision", revision, "--max-queries", "4", "--batch-size", "4", "--max-retries", "0",
-        "--paraphrases", str(PARAPHRASES), "--negatives", str(NEGATIVES), "--dtype", "bfloat16",
-        "--max-model-len", "4096", "--max-tokens", str(SUCCESS_MAX_TOKENS), "--seed", "5", "--min-yield", "0.7",
+        str(vllm_python),
+        str(PROJECT_ROOT / "scripts" / "generate_triplets.py"),
+        "--input",
+        str(medquad_splits / "train.jsonl"),
+        "--output",
+        str(out / "triplets.jsonl"),
+        "--stats",
+        str(out / "stats.json"),
+        "--split",
+        "train",
+        "--domain",
+        "medical",
+        *step_argv("generate", "medical", generate=VLLM),
+        *step_argv("generate_runtime_options", "medical", 1, generate=VLLM),
+        "--backend",
+        "vllm",
+        "--spec",
+        str(DOMAINS / "medical.yaml"),
+        "--model",
+        str(tiny_qwen_dir),
+        "--revision",
+        revision,
+        "--max-queries",
+        "4",
+        "--batch-size",
+        "4",
+        "--max-retries",
+        "0",
+        "--paraphrases",
+        str(PARAPHRASES),
+        "--negatives",
+        str(NEGATIVES),
+        "--dtype",
+        "bfloat16",
+        "--max-model-len",
+        "4096",
+        "--max-tokens",
+        str(SUCCESS_MAX_TOKENS),
+        "--seed",
+        "5",
+        "--min-yield",
+        "0.7",
     ]
     env = _vllm_env()
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -518,7 +738,9 @@ def test_vllm_backend_real_engine_writes_schema_valid_triplets(vllm_python, tiny
     print(f"vllm real engine, success path: {elapsed:.1f} s; {stats['triplets']} triplets, drops {stats['dropped']}")
 
 
-def test_openai_backend_against_real_vllm_server_writes_schema_valid_triplets(real_vllm_server, medquad_splits, tmp_path):
+def test_openai_backend_against_real_vllm_server_writes_schema_valid_triplets(
+    real_vllm_server, medquad_splits, tmp_path
+):
     """Success path through vLLM's real OpenAI-compatible server (started with the same
     structured-outputs settings): schema-valid answers, triplets written and gathered."""
     import generate_triplets
@@ -526,17 +748,55 @@ def test_openai_backend_against_real_vllm_server_writes_schema_valid_triplets(re
     base_url, _server_log = real_vllm_server
     out = tmp_path / "shard"
     started = time.monotonic()
-    assert generate_triplets.main([
-        "--input", str(medquad_splits / "train.jsonl"), "--output", str(out / "triplets.jsonl"),
-        "--stats", str(out / "stats.json"), "--split", "train", "--domain", "medical",
-        *step_argv("generate", "medical", generate=OPENAI),
-        *step_argv("generate_runtime_options", "medical", 0, generate=OPENAI),
-        "--backend", "openai", "--spec", str(DOMAINS / "medical.yaml"), "--model", "tiny-qwen",
-        "--base-url", base_url, "--api-key-env", "LLM_BACKENDS_TEST_KEY_UNSET", "--concurrency", "4",
-        "--timeout", "300", "--max-queries", "4", "--batch-size", "4", "--max-retries", "0", "--min-yield", "0.7",
-        "--paraphrases", str(PARAPHRASES), "--negatives", str(NEGATIVES),
-        "--max-tokens", str(SUCCESS_MAX_TOKENS), "--seed", "11",
-    ]) == 0
+    assert (
+        generate_triplets.main(
+            [
+                "--input",
+                str(medquad_splits / "train.jsonl"),
+                "--output",
+                str(out / "triplets.jsonl"),
+                "--stats",
+                str(out / "stats.json"),
+                "--split",
+                "train",
+                "--domain",
+                "medical",
+                *step_argv("generate", "medical", generate=OPENAI),
+                *step_argv("generate_runtime_options", "medical", 0, generate=OPENAI),
+                "--backend",
+                "openai",
+                "--spec",
+                str(DOMAINS / "medical.yaml"),
+                "--model",
+                "tiny-qwen",
+                "--base-url",
+                base_url,
+                "--api-key-env",
+                "LLM_BACKENDS_TEST_KEY_UNSET",
+                "--concurrency",
+                "4",
+                "--timeout",
+                "300",
+                "--max-queries",
+                "4",
+                "--batch-size",
+                "4",
+                "--max-retries",
+                "0",
+                "--min-yield",
+                "0.7",
+                "--paraphrases",
+                str(PARAPHRASES),
+                "--negatives",
+                str(NEGATIVES),
+                "--max-tokens",
+                str(SUCCESS_MAX_TOKENS),
+                "--seed",
+                "11",
+            ]
+        )
+        == 0
+    )
     elapsed = time.monotonic() - started
     stats = _gather_and_check(out, medquad_splits / "train.jsonl", "openai", "tiny-qwen", None, queries=4)
     print(f"vllm OpenAI server, success path: {elapsed:.1f} s; {stats['triplets']} triplets, drops {stats['dropped']}")

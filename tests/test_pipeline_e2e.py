@@ -64,8 +64,16 @@ def test_full_local_run_produces_every_output(finished_run):
     assert config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
     metrics = json.loads((domain / "eval" / "metrics.json").read_text())
     for block in ("base", "adapter", "delta"):
-        assert {"roc_auc", "pr_auc", "mean_pos", "mean_neg", "margin", "triplet_accuracy", "at_threshold",
-                "at_precision"} <= set(metrics["test"][block])
+        assert {
+            "roc_auc",
+            "pr_auc",
+            "mean_pos",
+            "mean_neg",
+            "margin",
+            "triplet_accuracy",
+            "at_threshold",
+            "at_precision",
+        } <= set(metrics["test"][block])
     assert "recommended_threshold" in metrics
     assert metrics["test"]["adapter"]["roc_auc"] > metrics["test"]["base"]["roc_auc"]
     assert (domain / "report.html").stat().st_size > 10_000
@@ -73,22 +81,47 @@ def test_full_local_run_produces_every_output(finished_run):
     assert planned_jobs(run_snakemake(finished_run, *quick_args("-n", *FINAL))) == {}
 
 
-@pytest.mark.parametrize("change, expected, recorded", [
-    ("split: {train: 0.75, val: 0.15, test: 0.1}",
-     {"split_queries", "generate_triplets", "gather_triplets", "train_adapter", "merge_adapter",
-      "evaluate_adapter", "report"}, "results/medical/splits/train.jsonl"),
-    ("generate: {paraphrases: 2}",
-     {"generate_triplets", "gather_triplets", "train_adapter", "merge_adapter", "evaluate_adapter", "report"}, "results/medical/triplets/shards/train/0-of-2.jsonl"),
-    ("train: {learning_rate: 1.0e-4}",
-     {"train_adapter", "merge_adapter", "evaluate_adapter", "report"}, "models/medical/adapter"),
-    # A value another training setting already has (weight_decay 0.01), while the old one stays among
-    # them (warmup_ratio 0.1): a set of unnamed params would not see this change.
-    ("train: {lora: {dropout: 0.01}}",
-     {"train_adapter", "merge_adapter", "evaluate_adapter", "report"}, "models/medical/adapter"),
-    ("generate: {structure: {max_synonym_words: 6}}",
-     {"generate_triplets", "gather_triplets", "train_adapter", "merge_adapter", "evaluate_adapter", "report"}, "results/medical/triplets/shards/test/1-of-2.jsonl"),
-    ("evaluate: {thresholds: [0.75, 0.8]}", {"evaluate_adapter", "report"}, "results/medical/eval/metrics.json"),
-])
+@pytest.mark.parametrize(
+    "change, expected, recorded",
+    [
+        (
+            "split: {train: 0.75, val: 0.15, test: 0.1}",
+            {
+                "split_queries",
+                "generate_triplets",
+                "gather_triplets",
+                "train_adapter",
+                "merge_adapter",
+                "evaluate_adapter",
+                "report",
+            },
+            "results/medical/splits/train.jsonl",
+        ),
+        (
+            "generate: {paraphrases: 2}",
+            {"generate_triplets", "gather_triplets", "train_adapter", "merge_adapter", "evaluate_adapter", "report"},
+            "results/medical/triplets/shards/train/0-of-2.jsonl",
+        ),
+        (
+            "train: {learning_rate: 1.0e-4}",
+            {"train_adapter", "merge_adapter", "evaluate_adapter", "report"},
+            "models/medical/adapter",
+        ),
+        # A value another training setting already has (weight_decay 0.01), while the old one stays among
+        # them (warmup_ratio 0.1): a set of unnamed params would not see this change.
+        (
+            "train: {lora: {dropout: 0.01}}",
+            {"train_adapter", "merge_adapter", "evaluate_adapter", "report"},
+            "models/medical/adapter",
+        ),
+        (
+            "generate: {structure: {max_synonym_words: 6}}",
+            {"generate_triplets", "gather_triplets", "train_adapter", "merge_adapter", "evaluate_adapter", "report"},
+            "results/medical/triplets/shards/test/1-of-2.jsonl",
+        ),
+        ("evaluate: {thresholds: [0.75, 0.8]}", {"evaluate_adapter", "report"}, "results/medical/eval/metrics.json"),
+    ],
+)
 def test_config_change_reruns_exactly_the_affected_rules(finished_run, tmp_path, change, expected, recorded):
     project = copy_run(finished_run, tmp_path)
     # A user's edit, as one more config file merged over the others. (--config would do for
@@ -101,14 +134,17 @@ def test_config_change_reruns_exactly_the_affected_rules(finished_run, tmp_path,
     assert recorded in changed, changed
 
 
-@pytest.mark.parametrize("change", [
-    # The run uses the structure backend: the LLM backends' settings cannot change its triplets.
-    "generate: {openai: {timeout_s: 60, concurrency: 2, retries: 9, model: other/model, base_url: 'http://h:1/v1'}}",
-    "generate: {vllm: {gpus: 2, model: other/model, revision: abc, gpu_memory_utilization: 0.5}}",
-    "generate: {sampling: {temperature: 0.2, max_tokens: 64}, batch_size: 8, max_retries: 5}",
-    # Where training runs, not what it makes.
-    "train: {gpus: 1, runtime: 30}",
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        # The run uses the structure backend: the LLM backends' settings cannot change its triplets.
+        "generate: {openai: {timeout_s: 60, concurrency: 2, retries: 9, model: other/model, base_url: 'http://h:1/v1'}}",
+        "generate: {vllm: {gpus: 2, model: other/model, revision: abc, gpu_memory_utilization: 0.5}}",
+        "generate: {sampling: {temperature: 0.2, max_tokens: 64}, batch_size: 8, max_retries: 5}",
+        # Where training runs, not what it makes.
+        "train: {gpus: 1, runtime: 30}",
+    ],
+)
 def test_settings_a_step_does_not_use_rerun_nothing(finished_run, tmp_path, change):
     project = copy_run(finished_run, tmp_path)
     (project / "change.yaml").write_text(change + "\n")
@@ -122,7 +158,13 @@ def test_editing_a_library_module_reruns_the_steps_that_import_it(finished_run, 
     module.write_text(module.read_text() + "\n# an edit\n")
     result = run_snakemake(project, *quick_args("-n", *FINAL))
     assert set(planned_jobs(result)) == {
-        "generate_triplets", "gather_triplets", "train_adapter", "merge_adapter", "evaluate_adapter", "report"}
+        "generate_triplets",
+        "gather_triplets",
+        "train_adapter",
+        "merge_adapter",
+        "evaluate_adapter",
+        "report",
+    }
 
 
 def test_editing_a_script_reruns_its_rule_onward(finished_run, tmp_path):
@@ -131,8 +173,14 @@ def test_editing_a_script_reruns_its_rule_onward(finished_run, tmp_path):
     script.write_text(script.read_text() + "\n# an edit\n")
     result = run_snakemake(project, *quick_args("-n", *FINAL))
     assert set(planned_jobs(result)) == {
-        "split_queries", "generate_triplets", "gather_triplets", "train_adapter", "merge_adapter",
-        "evaluate_adapter", "report"}
+        "split_queries",
+        "generate_triplets",
+        "gather_triplets",
+        "train_adapter",
+        "merge_adapter",
+        "evaluate_adapter",
+        "report",
+    }
     split_job = re.search(r"^rule split_queries:\n(.*?)^Shell command", result.stdout, re.MULTILINE | re.DOTALL)
     assert split_job and "scripts/split_queries.py" in split_job.group(1).split("reason:", 1)[1], result.stdout[-3000:]
 
@@ -143,8 +191,17 @@ def test_tensor_parallel_is_the_gpu_count_the_job_gets(project, gpus):
     line may) changes the tensor-parallel size with it, so the two cannot disagree."""
     (project / "vllm.yaml").write_text("generate: {backend: vllm, vllm: {gpus: 4}}\n")
     result = run_snakemake(
-        project, "-n", "-p", "results/medical/triplets/train.jsonl", "--profile", "profiles/local",
-        "--set-resources", f"generate_triplets:gpu={gpus}", "--configfile", "config/config.yaml", "config/local.yaml",
+        project,
+        "-n",
+        "-p",
+        "results/medical/triplets/train.jsonl",
+        "--profile",
+        "profiles/local",
+        "--set-resources",
+        f"generate_triplets:gpu={gpus}",
+        "--configfile",
+        "config/config.yaml",
+        "config/local.yaml",
         "vllm.yaml",
     )
     jobs = re.findall(r"^rule generate_triplets:\n(.*?^Shell command:.*?$)", result.stdout, re.MULTILINE | re.DOTALL)

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+
 from conftest import PROJECT_ROOT, copy_project, run_snakemake
 
 ADAPTER = "models/medical/adapter"
@@ -28,8 +29,11 @@ NO_CONDA = ("--sdm", "env-modules")
 @pytest.fixture
 def no_conda(monkeypatch):
     """PATH without any directory that holds a conda (or mamba) executable."""
-    kept = [d for d in os.environ["PATH"].split(os.pathsep)
-            if d and not any(os.access(os.path.join(d, name), os.X_OK) for name in ("conda", "mamba", "micromamba"))]
+    kept = [
+        d
+        for d in os.environ["PATH"].split(os.pathsep)
+        if d and not any(os.access(os.path.join(d, name), os.X_OK) for name in ("conda", "mamba", "micromamba"))
+    ]
     monkeypatch.setenv("PATH", os.pathsep.join(kept))
     assert shutil.which("conda") is None
 
@@ -118,7 +122,7 @@ def test_graphs(workdir, no_conda, profile, graph):
         result = aws(workdir, target, graph)
     else:
         result = run_snakemake(workdir, target, "--profile", "profiles/local", graph)
-    dot = result.stdout[result.stdout.index("digraph"):]
+    dot = result.stdout[result.stdout.index("digraph") :]
     assert dot.rstrip().endswith("}")
     for rule in ("parse_medquad", "split_queries", "generate_triplets"):
         assert rule in dot

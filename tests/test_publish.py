@@ -9,12 +9,12 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 import publish_adapter
-from conftest import copy_project, run_snakemake
+import pytest
 from local_s3 import moto_server
+
 from cache_embed.cli import PipelineError, run_main
+from conftest import copy_project, run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def s3(tmp_path_factory):
 def expected_files(folder: Path) -> dict[str, str]:
     return {
         path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in folder.rglob("*") if path.is_file() and not path.name.startswith(".")
+        for path in folder.rglob("*")
+        if path.is_file() and not path.name.startswith(".")
     }
 
 
@@ -56,10 +57,21 @@ def use_s3(monkeypatch, server, bucket: str):
 def test_s3_upload_against_local_s3_server(real_adapter, s3, tmp_path, monkeypatch):
     use_s3(monkeypatch, s3, "adapters")
     receipt = tmp_path / "receipt.json"
-    assert publish_adapter.main([
-        "--adapter", str(real_adapter), "--receipt", str(receipt), "--domain", "medical",
-        "--s3-prefix", "s3://adapters/runs/medical/adapter",
-    ]) == 0
+    assert (
+        publish_adapter.main(
+            [
+                "--adapter",
+                str(real_adapter),
+                "--receipt",
+                str(receipt),
+                "--domain",
+                "medical",
+                "--s3-prefix",
+                "s3://adapters/runs/medical/adapter",
+            ]
+        )
+        == 0
+    )
     expected = expected_files(real_adapter)
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(expected)
     client = s3.client()
@@ -82,15 +94,29 @@ def test_s3_dry_run_lists_and_uploads_nothing(real_adapter, s3, tmp_path, monkey
     use_s3(monkeypatch, s3, "dry-bucket")
     receipt = tmp_path / "receipt.json"
     caplog.set_level("INFO")
-    assert publish_adapter.main([
-        "--adapter", str(real_adapter), "--receipt", str(receipt), "--domain", "medical",
-        "--s3-prefix", "s3://dry-bucket/x", "--dry-run",
-    ]) == 0
+    assert (
+        publish_adapter.main(
+            [
+                "--adapter",
+                str(real_adapter),
+                "--receipt",
+                str(receipt),
+                "--domain",
+                "medical",
+                "--s3-prefix",
+                "s3://dry-bucket/x",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     assert s3.client().list_objects_v2(Bucket="dry-bucket").get("KeyCount", 0) == 0
     record = json.loads(receipt.read_text())
     weights = next(item for item in record["files"] if item["path"] == "adapter_model.safetensors")
     assert weights["bytes"] == (real_adapter / "adapter_model.safetensors").stat().st_size
-    assert f"would upload adapter_model.safetensors ({weights['bytes']} bytes, sha256 {weights['sha256']})" in caplog.text
+    assert (
+        f"would upload adapter_model.safetensors ({weights['bytes']} bytes, sha256 {weights['sha256']})" in caplog.text
+    )
 
 
 def test_s3_without_credentials_fails_clearly(real_adapter, s3, tmp_path, monkeypatch, capsys):
@@ -100,10 +126,19 @@ def test_s3_without_credentials_fails_clearly(real_adapter, s3, tmp_path, monkey
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    code = run_main(publish_adapter.main, [
-        "--adapter", str(real_adapter), "--receipt", str(tmp_path / "r.json"), "--domain", "medical",
-        "--s3-prefix", "s3://adapters/nocreds",
-    ])
+    code = run_main(
+        publish_adapter.main,
+        [
+            "--adapter",
+            str(real_adapter),
+            "--receipt",
+            str(tmp_path / "r.json"),
+            "--domain",
+            "medical",
+            "--s3-prefix",
+            "s3://adapters/nocreds",
+        ],
+    )
     assert code == 1
     assert "no AWS credentials" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
@@ -112,10 +147,22 @@ def test_s3_without_credentials_fails_clearly(real_adapter, s3, tmp_path, monkey
 def test_hub_dry_run_lists_files_without_token_or_network(real_adapter, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     receipt = tmp_path / "receipt.json"
-    assert publish_adapter.main([
-        "--adapter", str(real_adapter), "--receipt", str(receipt), "--domain", "medical",
-        "--hub-repo", "example-org/minilm-cache-medical", "--dry-run",
-    ]) == 0
+    assert (
+        publish_adapter.main(
+            [
+                "--adapter",
+                str(real_adapter),
+                "--receipt",
+                str(receipt),
+                "--domain",
+                "medical",
+                "--hub-repo",
+                "example-org/minilm-cache-medical",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     record = json.loads(receipt.read_text())
     assert record["hub"]["repo"] == "example-org/minilm-cache-medical"
     assert record["hub"]["files"] == sorted(expected_files(real_adapter))
@@ -124,10 +171,19 @@ def test_hub_dry_run_lists_files_without_token_or_network(real_adapter, tmp_path
 
 def test_hub_without_token_is_a_clear_error(real_adapter, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    code = run_main(publish_adapter.main, [
-        "--adapter", str(real_adapter), "--receipt", str(tmp_path / "r.json"), "--domain", "medical",
-        "--hub-repo", "example-org/minilm-cache-medical",
-    ])
+    code = run_main(
+        publish_adapter.main,
+        [
+            "--adapter",
+            str(real_adapter),
+            "--receipt",
+            str(tmp_path / "r.json"),
+            "--domain",
+            "medical",
+            "--hub-repo",
+            "example-org/minilm-cache-medical",
+        ],
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "$HF_TOKEN is empty" in err and "publish.hub_repo" in err
@@ -160,13 +216,28 @@ def test_hub_upload_calls_with_fake_hfapi_client(real_adapter, tmp_path, monkeyp
     monkeypatch.setenv("HF_TOKEN", secret)
     caplog.set_level("DEBUG")
     receipt = tmp_path / "receipt.json"
-    assert publish_adapter.main([
-        "--adapter", str(real_adapter), "--receipt", str(receipt), "--domain", "medical",
-        "--hub-repo", "example-org/minilm-cache-medical", "--verbose",
-    ]) == 0
+    assert (
+        publish_adapter.main(
+            [
+                "--adapter",
+                str(real_adapter),
+                "--receipt",
+                str(receipt),
+                "--domain",
+                "medical",
+                "--hub-repo",
+                "example-org/minilm-cache-medical",
+                "--verbose",
+            ]
+        )
+        == 0
+    )
     assert calls[0] == ("init", secret)
-    assert calls[1] == ("create_repo", "example-org/minilm-cache-medical",
-                        {"repo_type": "model", "private": True, "exist_ok": True})
+    assert calls[1] == (
+        "create_repo",
+        "example-org/minilm-cache-medical",
+        {"repo_type": "model", "private": True, "exist_ok": True},
+    )
     assert calls[2][2] == sorted(expected_files(real_adapter))
     assert secret not in caplog.text and secret not in receipt.read_text()
     assert json.loads(receipt.read_text())["hub"]["revision"] == "abc123"
@@ -182,16 +253,28 @@ def test_hub_upload_calls_with_fake_hfapi_client(real_adapter, tmp_path, monkeyp
 )
 def test_bad_settings_are_clear_errors(real_adapter, tmp_path, arguments, message):
     with pytest.raises(PipelineError, match=message):
-        publish_adapter.main(["--adapter", str(real_adapter), "--receipt", str(tmp_path / "r.json"),
-                              "--domain", "medical", *arguments])
+        publish_adapter.main(
+            ["--adapter", str(real_adapter), "--receipt", str(tmp_path / "r.json"), "--domain", "medical", *arguments]
+        )
 
 
 def test_folder_without_adapter_config_is_refused(tmp_path):
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "weights.bin").write_bytes(b"x")
     with pytest.raises(PipelineError, match="no adapter_config.json"):
-        publish_adapter.main(["--adapter", str(tmp_path / "adapter"), "--receipt", str(tmp_path / "r.json"),
-                              "--domain", "medical", "--s3-prefix", "s3://bucket/p", "--dry-run"])
+        publish_adapter.main(
+            [
+                "--adapter",
+                str(tmp_path / "adapter"),
+                "--receipt",
+                str(tmp_path / "r.json"),
+                "--domain",
+                "medical",
+                "--s3-prefix",
+                "s3://bucket/p",
+                "--dry-run",
+            ]
+        )
 
 
 def test_publish_rule_uploads_to_local_s3(real_adapter, s3, tmp_path, monkeypatch):
@@ -202,8 +285,14 @@ def test_publish_rule_uploads_to_local_s3(real_adapter, s3, tmp_path, monkeypatc
     (project / "publish.yaml").write_text(
         "publish:\n  s3_prefix: s3://rule-bucket/runs\n  hub_repo: ''\n", encoding="utf-8"
     )
-    run_snakemake(project, "results/medical/publish/receipt.json", "--configfile", "publish.yaml",
-                  "--allowed-rules", "publish_adapter")
+    run_snakemake(
+        project,
+        "results/medical/publish/receipt.json",
+        "--configfile",
+        "publish.yaml",
+        "--allowed-rules",
+        "publish_adapter",
+    )
     keys = {entry["Key"] for entry in s3.client().list_objects_v2(Bucket="rule-bucket")["Contents"]}
     assert keys == {f"runs/medical/adapter/{name}" for name in expected_files(real_adapter)}
     assert json.loads((project / "results/medical/publish/receipt.json").read_text())["domain"] == "medical"

@@ -13,11 +13,11 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import evaluate_adapter
+import make_report
 import numpy as np
 import pytest
 
-import evaluate_adapter
-import make_report
 from cache_embed.files import write_json
 
 EVIL = "<script>alert('x')</script> & \"quotes\""
@@ -46,35 +46,77 @@ def fake_embeddings(texts, rng, shift):
 def report_inputs(tmp_path_factory, medquad_splits) -> dict:
     out = tmp_path_factory.mktemp("report_inputs")
     rng = np.random.default_rng(0)
-    triplets = [{"anchor": f"a:{i}", "positive": f"p:{i}", "negative": f"n:{i}",
-                 "qtype": EVIL if i % 5 == 0 else "symptoms", "negative_kind": ["same_focus_other_qtype", "llm_hard_negative"][i % 2]}
-                for i in range(80)]
+    triplets = [
+        {
+            "anchor": f"a:{i}",
+            "positive": f"p:{i}",
+            "negative": f"n:{i}",
+            "qtype": EVIL if i % 5 == 0 else "symptoms",
+            "negative_kind": ["same_focus_other_qtype", "llm_hard_negative"][i % 2],
+        }
+        for i in range(80)
+    ]
     calibration = [{"anchor": f"a:{i}", "positive": f"p:{i}", "negative": f"n:{i}"} for i in range(100, 140)]
     pairs = [(f"a:{i}", f"p:{i}", 1) for i in range(10)] + [(f"a:{i}", f"n:{i}", 0) for i in range(10)]
     texts = sorted({t[f] for t in triplets + calibration for f in ("anchor", "positive", "negative")})
     embeddings = {"base": fake_embeddings(texts, rng, 0.5), "adapter": fake_embeddings(texts, rng, 2.0)}
     metrics, curves = evaluate_adapter.compute_metrics(
-        triplets, texts, embeddings, {EVIL: {"file": "x.csv", "pairs": pairs}}, [0.8, 0.85, 0.9], [0.95, 0.99], 0.9, 50, 7,
-        calibration=calibration)
+        triplets,
+        texts,
+        embeddings,
+        {EVIL: {"file": "x.csv", "pairs": pairs}},
+        [0.8, 0.85, 0.9],
+        [0.95, 0.99],
+        0.9,
+        50,
+        7,
+        calibration=calibration,
+    )
     metrics["models"].update(base="resources/models/l6", adapter="models/medical/adapter", adapter_base_model=EVIL)
     metrics["settings"] = {"bootstrap": 50}
     metrics["versions"] = evaluate_adapter.versions()
     plots = evaluate_adapter.make_plots(curves, 0.9, out / "plots")
     write_json(out / "metrics.json", metrics)
-    write_json(out / "train.stats.json", {"triplets": 900, "yield": 0.9, "dropped": {"duplicate": 12, EVIL: 1},
-                                          "failures": {"json_parse": 3}, "backend": "structure"})
+    write_json(
+        out / "train.stats.json",
+        {
+            "triplets": 900,
+            "yield": 0.9,
+            "dropped": {"duplicate": 12, EVIL: 1},
+            "failures": {"json_parse": 3},
+            "backend": "structure",
+        },
+    )
     write_json(out / "val.stats.json", {"triplets": 100})  # keys missing: tolerated
     history = {
-        "train": [{"step": s, "loss": 2.0 / (1 + s / 10), "learning_rate": 2e-4 * (1 - s / 60), "epoch": s / 60} for s in range(5, 60, 5)],
-        "eval": [{"step": s, "eval_loss": 1.5 / (1 + s / 20), "eval_val_cosine_accuracy": 0.8 + s / 500, "eval_runtime": 1.2}
-                 for s in (0, 20, 40, 60)],
-        "summary": {"train_runtime": 30.0}, "base": {"val_cosine_accuracy": 0.8}, "final": {"val_cosine_accuracy": 0.92},
+        "train": [
+            {"step": s, "loss": 2.0 / (1 + s / 10), "learning_rate": 2e-4 * (1 - s / 60), "epoch": s / 60}
+            for s in range(5, 60, 5)
+        ],
+        "eval": [
+            {"step": s, "eval_loss": 1.5 / (1 + s / 20), "eval_val_cosine_accuracy": 0.8 + s / 500, "eval_runtime": 1.2}
+            for s in (0, 20, 40, 60)
+        ],
+        "summary": {"train_runtime": 30.0},
+        "base": {"val_cosine_accuracy": 0.8},
+        "final": {"val_cosine_accuracy": 0.92},
     }
     write_json(out / "history.json", history)
-    write_json(out / "training_info.json", {"steps": 60, "base_model": {"name": EVIL, "local_path": "/home/someone/models/l6"},
-                                            "trainable_parameters": 73728})
-    write_json(out / "val_halves.stats.json", {"select": {"triplets": 61, "anchors": 20, "groups": 7},
-                                               "calibrate": {"triplets": 59, "anchors": 21, "groups": 8}})
+    write_json(
+        out / "training_info.json",
+        {
+            "steps": 60,
+            "base_model": {"name": EVIL, "local_path": "/home/someone/models/l6"},
+            "trainable_parameters": 73728,
+        },
+    )
+    write_json(
+        out / "val_halves.stats.json",
+        {
+            "select": {"triplets": 61, "anchors": 20, "groups": 7},
+            "calibrate": {"triplets": 59, "anchors": 21, "groups": 8},
+        },
+    )
     return {"dir": out, "plots": plots, "splits": medquad_splits}
 
 
@@ -83,16 +125,38 @@ def report_html(report_inputs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "report.html"
     inputs, splits = report_inputs["dir"], report_inputs["splits"]
     config = {"evaluate": {"thresholds": [0.8]}, "note": EVIL, "medquad": {"url": "https://x/{commit}.zip"}}
-    assert make_report.main([
-        "--domain", "medical", "--metrics", str(inputs / "metrics.json"),
-        "--plots", *map(str, report_inputs["plots"]),
-        "--queries-stats", str(splits / "queries.stats.json"), "--split-stats", str(splits / "split.stats.json"),
-        "--triplet-stats", str(inputs / "train.stats.json"), str(inputs / "val.stats.json"),
-        "--history", str(inputs / "history.json"), "--training-info", str(inputs / "training_info.json"),
-        "--val-halves", str(inputs / "val_halves.stats.json"),
-        "--effective-config-json", json.dumps(config), "--write-effective-config", str(out.parent / "effective_config.json"),
-        "--output", str(out),
-    ]) == 0
+    assert (
+        make_report.main(
+            [
+                "--domain",
+                "medical",
+                "--metrics",
+                str(inputs / "metrics.json"),
+                "--plots",
+                *map(str, report_inputs["plots"]),
+                "--queries-stats",
+                str(splits / "queries.stats.json"),
+                "--split-stats",
+                str(splits / "split.stats.json"),
+                "--triplet-stats",
+                str(inputs / "train.stats.json"),
+                str(inputs / "val.stats.json"),
+                "--history",
+                str(inputs / "history.json"),
+                "--training-info",
+                str(inputs / "training_info.json"),
+                "--val-halves",
+                str(inputs / "val_halves.stats.json"),
+                "--effective-config-json",
+                json.dumps(config),
+                "--write-effective-config",
+                str(out.parent / "effective_config.json"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out.parent / "effective_config.json").read_text(encoding="utf-8")) == config
     return out
 
@@ -112,7 +176,11 @@ def test_report_is_self_contained_and_escaped(report_html, report_inputs, medqua
         for name in ("src", "href"):
             value = attrs.get(name)
             assert value is None or value.startswith(("data:", "#")), (tag, attrs)
-    csp = [attrs for tag, attrs in parser.elements if tag == "meta" and attrs.get("http-equiv") == "Content-Security-Policy"]
+    csp = [
+        attrs
+        for tag, attrs in parser.elements
+        if tag == "meta" and attrs.get("http-equiv") == "Content-Security-Policy"
+    ]
     assert csp and "default-src 'none'" in csp[0]["content"]
     assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "url(" not in page and "@import" not in page
@@ -127,7 +195,7 @@ def test_report_is_self_contained_and_escaped(report_html, report_inputs, medqua
     rec = metrics["recommended_threshold"]
     first_h2 = re.search(r"<h2[^>]*>([^<]*)</h2>", page).group(1)
     assert first_h2 == "The answer" and html.escape(rec["verdict"], quote=True) in page
-    answer = page[page.index('<section id="answer">'):page.index("</section>")]
+    answer = page[page.index('<section id="answer">') : page.index("</section>")]
     assert "TEST wrong share [95% CI]" in answer and "TEST repeat hit rate [95% CI]" in answer
     for name in ("adapter", "base"):
         assert f"<td>{name}</td><td>{make_report.fmt(rec[name]['threshold'], 4)}</td>" in answer
@@ -140,9 +208,11 @@ def test_report_is_self_contained_and_escaped(report_html, report_inputs, medqua
 
 
 def test_training_series_reads_several_history_shapes():
-    trainer_log = [{"step": 10, "loss": 1.0, "epoch": 0.1, "learning_rate": 1e-4},
-                   {"step": 20, "eval_loss": 0.8, "eval_runtime": 3.0, "eval_acc": 0.7},
-                   {"step": 20, "train_runtime": 9.0, "train_loss": 0.9}]
+    trainer_log = [
+        {"step": 10, "loss": 1.0, "epoch": 0.1, "learning_rate": 1e-4},
+        {"step": 20, "eval_loss": 0.8, "eval_runtime": 3.0, "eval_acc": 0.7},
+        {"step": 20, "train_runtime": 9.0, "train_loss": 0.9},
+    ]
     series = make_report.training_series(trainer_log)
     assert series["train_loss"] == [(10.0, 1.0), (20.0, 0.9)]
     assert series["eval_loss"] == [(20.0, 0.8)] and series["eval_acc"] == [(20.0, 0.7)]
@@ -156,9 +226,19 @@ def test_training_series_reads_several_history_shapes():
 
 
 def test_report_flags_name_missing_files(tmp_path, report_inputs, capsys):
-    rc = make_report.run_main(make_report.main, [
-        "--domain", "d", "--metrics", str(report_inputs["dir"] / "metrics.json"),
-        "--history", str(tmp_path / "nope.json"), "--output", str(tmp_path / "r.html")])
+    rc = make_report.run_main(
+        make_report.main,
+        [
+            "--domain",
+            "d",
+            "--metrics",
+            str(report_inputs["dir"] / "metrics.json"),
+            "--history",
+            str(tmp_path / "nope.json"),
+            "--output",
+            str(tmp_path / "r.html"),
+        ],
+    )
     assert rc == 1 and "nope.json: not found" in capsys.readouterr().err
 
 
@@ -193,11 +273,26 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     checked = tmp_path / "checked.html"
     checked.write_text(page, encoding="utf-8")
     result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            checked.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
@@ -210,13 +305,29 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
 
 
 def deploy_metrics(chosen_on: str, held: bool) -> dict:
-    test = {"wrong_share": 0.03 if held else 0.09, "repeat_hit_rate": 0.41, "novel_false_hit_rate": 0.0002,
-            "wrong_share_ci": {"low": 0.02, "high": 0.045}, "repeat_hit_rate_ci": {"low": 0.38, "high": 0.44},
-            "novel_false_hit_rate_ci": {"low": 0.0001, "high": 0.0004}, "bound_held": held}
+    test = {
+        "wrong_share": 0.03 if held else 0.09,
+        "repeat_hit_rate": 0.41,
+        "novel_false_hit_rate": 0.0002,
+        "wrong_share_ci": {"low": 0.02, "high": 0.045},
+        "repeat_hit_rate_ci": {"low": 0.38, "high": 0.44},
+        "novel_false_hit_rate_ci": {"low": 0.0001, "high": 0.0004},
+        "bound_held": held,
+    }
     entry = {"threshold": 0.8123, "bound_met_on_val": True, "val": {"wrong_share_upper": 0.049}, "test": test}
-    return {"recommended_threshold": {"chosen_on": chosen_on, "calibration_triplets": 3000, "max_wrong_share": 0.05,
-                                      "repeat_share": 0.5, "rule": "the rule", "verdict": "computed verdict",
-                                      "adapter": entry, "base": None, "note": "n"}}
+    return {
+        "recommended_threshold": {
+            "chosen_on": chosen_on,
+            "calibration_triplets": 3000,
+            "max_wrong_share": 0.05,
+            "repeat_share": 0.5,
+            "rule": "the rule",
+            "verdict": "computed verdict",
+            "adapter": entry,
+            "base": None,
+            "note": "n",
+        }
+    }
 
 
 def test_answer_section_shows_the_bound_and_small_numbers_at_their_scale():
@@ -229,24 +340,50 @@ def test_answer_section_shows_the_bound_and_small_numbers_at_their_scale():
 
 
 TRAINING_INFO = {
-    "hyperparameters": {"scale": 20.0, "epochs": 1}, "base_model": {"name": "sentence-transformers/all-MiniLM-L6-v2",
-                                                                    "revision": "x", "local_path": "resources/models/l6"},
-    "trainable_parameters": 73728, "train": {"used": 900, "records": 1000}, "val": {"used": 100}, "loss": "mnrl",
-    "steps": 60, "epochs_done": 1.0, "precision": "fp32", "device": "cpu", "metric_for_best_model": "eval_acc",
+    "hyperparameters": {"scale": 20.0, "epochs": 1},
+    "base_model": {
+        "name": "sentence-transformers/all-MiniLM-L6-v2",
+        "revision": "x",
+        "local_path": "resources/models/l6",
+    },
+    "trainable_parameters": 73728,
+    "train": {"used": 900, "records": 1000},
+    "val": {"used": 100},
+    "loss": "mnrl",
+    "steps": 60,
+    "epochs_done": 1.0,
+    "precision": "fp32",
+    "device": "cpu",
+    "metric_for_best_model": "eval_acc",
     "best_metric": 0.9,
 }
 
 
 def test_model_card_carries_measured_figures_and_the_domain_spec(report_inputs, tmp_path):
     import write_model_card
+
     from cache_embed.model_card import load_card_spec, render_card
 
     root = Path(__file__).resolve().parents[1] / "resources" / "domains"
     write_json(tmp_path / "info.json", TRAINING_INFO)
     out = tmp_path / "card.md"
-    assert write_model_card.main(["--domain", "medical", "--metrics", str(report_inputs["dir"] / "metrics.json"),
-                                  "--training-info", str(tmp_path / "info.json"), "--spec", str(root / "medical.yaml"),
-                                  "--output", str(out)]) == 0
+    assert (
+        write_model_card.main(
+            [
+                "--domain",
+                "medical",
+                "--metrics",
+                str(report_inputs["dir"] / "metrics.json"),
+                "--training-info",
+                str(tmp_path / "info.json"),
+                "--spec",
+                str(root / "medical.yaml"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     card = out.read_text(encoding="utf-8")
     metrics = json.loads((report_inputs["dir"] / "metrics.json").read_text(encoding="utf-8"))
     rec = metrics["recommended_threshold"]

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import PROJECT_ROOT, copy_project, run_snakemake
 from openai_test_server import CannedServer
+
 from cache_embed.files import read_jsonl
+from conftest import PROJECT_ROOT, copy_project, run_snakemake
 
 QUERIES = PROJECT_ROOT / "tests" / "data" / "programming_queries.txt"
 

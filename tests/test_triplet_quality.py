@@ -7,14 +7,14 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import gather_triplets
 import generate_triplets
+import pytest
+
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_json
-from conftest import STRUCTURE, step_argv
 from cache_embed.triplet_quality import Candidate, build_triplets, near_copy
+from conftest import STRUCTURE, step_argv
 
 FORMS = Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical_forms.yaml"
 ANCHOR = "What are the symptoms of Gout ?"
@@ -74,17 +74,17 @@ def test_negative_equal_or_near_copy_of_anchor_is_dropped():
 
 
 def test_negative_equal_to_a_positive_or_another_negative_is_dropped():
-    pairs, drops = run(
-        [pos("gout symptoms")], [neg("Gout symptoms?"), neg("gout treatment"), neg("GOUT treatment")]
-    )
+    pairs, drops = run([pos("gout symptoms")], [neg("Gout symptoms?"), neg("gout treatment"), neg("GOUT treatment")])
     assert [n.text for _, n in pairs] == ["gout treatment"]
     assert drops == Counter(negative_equals_positive=1, duplicate_negative=1)
 
 
 def test_caps_are_applied_and_counted():
     pairs, drops = run(
-        [pos(f"gout symptoms {i}") for i in range(5)], [neg(f"gout treatment {i}") for i in range(4)],
-        max_positives=3, max_negatives=2,
+        [pos(f"gout symptoms {i}") for i in range(5)],
+        [neg(f"gout treatment {i}") for i in range(4)],
+        max_positives=3,
+        max_negatives=2,
     )
     assert len(pairs) == 3 and len({n.text for _, n in pairs}) == 2
     assert drops == Counter(positive_over_cap=2, negative_over_cap=2)
@@ -111,22 +111,53 @@ def shard_run(tmp_path_factory, medquad_splits):
 
 
 def make_shard(out, split, shard, shards, seed=42):
-    assert generate_triplets.main([
-        "--input", str(split), "--output", str(out / f"{shard}-of-{shards}.jsonl"),
-        "--stats", str(out / f"{shard}-of-{shards}.stats.json"), "--split", "val", "--domain", "medical",
-        *step_argv("generate", "medical", **STRUCTURE),
-        "--shard", str(shard), "--shards", str(shards), "--max-queries", "400", "--seed", str(seed),
-        "--forms", str(FORMS),
-    ]) == 0
+    assert (
+        generate_triplets.main(
+            [
+                "--input",
+                str(split),
+                "--output",
+                str(out / f"{shard}-of-{shards}.jsonl"),
+                "--stats",
+                str(out / f"{shard}-of-{shards}.stats.json"),
+                "--split",
+                "val",
+                "--domain",
+                "medical",
+                *step_argv("generate", "medical", **STRUCTURE),
+                "--shard",
+                str(shard),
+                "--shards",
+                str(shards),
+                "--max-queries",
+                "400",
+                "--seed",
+                str(seed),
+                "--forms",
+                str(FORMS),
+            ]
+        )
+        == 0
+    )
 
 
 def gather_args(out, split, shards=2, names=None, target="merged"):
     names = names or [f"{k}-of-{shards}" for k in range(shards)]
     return [
-        "--triplets", *[str(out / f"{n}.jsonl") for n in names],
-        "--shard-stats", *[str(out / f"{n}.stats.json") for n in names],
-        "--input", str(split), "--split", "val", "--shards", str(shards),
-        "--output", str(out / f"{target}.jsonl"), "--stats", str(out / f"{target}.stats.json"),
+        "--triplets",
+        *[str(out / f"{n}.jsonl") for n in names],
+        "--shard-stats",
+        *[str(out / f"{n}.stats.json") for n in names],
+        "--input",
+        str(split),
+        "--split",
+        "val",
+        "--shards",
+        str(shards),
+        "--output",
+        str(out / f"{target}.jsonl"),
+        "--stats",
+        str(out / f"{target}.stats.json"),
     ]
 
 
@@ -172,7 +203,10 @@ def test_gather_refuses_missing_partial_and_stale_shards(shard_run, tmp_path):
     with pytest.raises(PipelineError, match="expected 3 shards"):
         gather_triplets.gather(
             [str(tmp_path / f"{k}-of-2.jsonl") for k in range(2)],
-            [str(tmp_path / f"{k}-of-2.stats.json") for k in range(2)], str(split), "val", 3,
+            [str(tmp_path / f"{k}-of-2.stats.json") for k in range(2)],
+            str(split),
+            "val",
+            3,
         )
     with pytest.raises(PipelineError, match="given twice"):
         gather_triplets.gather(
@@ -183,7 +217,10 @@ def test_gather_refuses_missing_partial_and_stale_shards(shard_run, tmp_path):
     with pytest.raises(PipelineError, match="other settings"):
         gather_triplets.gather(
             [str(tmp_path / f"{k}-of-2.jsonl") for k in range(2)],
-            [str(tmp_path / f"{k}-of-2.stats.json") for k in range(2)], str(split), "val", 2,
+            [str(tmp_path / f"{k}-of-2.stats.json") for k in range(2)],
+            str(split),
+            "val",
+            2,
         )
     make_shard(tmp_path, split, 1, 2)
     # A truncated shard file is partial.
@@ -192,7 +229,10 @@ def test_gather_refuses_missing_partial_and_stale_shards(shard_run, tmp_path):
     with pytest.raises(PipelineError, match="partial or stale"):
         gather_triplets.gather(
             [str(tmp_path / f"{k}-of-2.jsonl") for k in range(2)],
-            [str(tmp_path / f"{k}-of-2.stats.json") for k in range(2)], str(split), "val", 2,
+            [str(tmp_path / f"{k}-of-2.stats.json") for k in range(2)],
+            str(split),
+            "val",
+            2,
         )
     make_shard(tmp_path, split, 1, 2)
     # Shards of a 3-shard run, or from an older split file, are stale.
@@ -200,12 +240,18 @@ def test_gather_refuses_missing_partial_and_stale_shards(shard_run, tmp_path):
     with pytest.raises(PipelineError, match="3-shard run"):
         gather_triplets.gather(
             [str(tmp_path / "0-of-2.jsonl"), str(tmp_path / "2-of-3.jsonl")],
-            [str(tmp_path / "0-of-2.stats.json"), str(tmp_path / "2-of-3.stats.json")], str(split), "val", 2,
+            [str(tmp_path / "0-of-2.stats.json"), str(tmp_path / "2-of-3.stats.json")],
+            str(split),
+            "val",
+            2,
         )
     changed = tmp_path / "val.jsonl"
     changed.write_text("".join(split.read_text().splitlines(keepends=True)[1:]))
     with pytest.raises(PipelineError, match="another version of the split"):
         gather_triplets.gather(
             [str(tmp_path / f"{k}-of-2.jsonl") for k in range(2)],
-            [str(tmp_path / f"{k}-of-2.stats.json") for k in range(2)], str(changed), "val", 2,
+            [str(tmp_path / f"{k}-of-2.stats.json") for k in range(2)],
+            str(changed),
+            "val",
+            2,
         )

@@ -46,22 +46,30 @@ def build_tiny_qwen(outdir: str | Path, hidden_size: int = 128, seed: int = 0) -
 
     bpe = Tokenizer(models.BPE())
     bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, min_frequency=1, special_tokens=[],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=600,
+        min_frequency=1,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
     model_json = __import__("json").loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
 
     tokenizer = Qwen2Tokenizer(
-        vocab=model_json["vocab"], merges=merges,
-        unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        vocab=model_json["vocab"],
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
     )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
     tokenizer.chat_template = CHATML_TEMPLATE
@@ -69,9 +77,14 @@ def build_tiny_qwen(outdir: str | Path, hidden_size: int = 128, seed: int = 0) -
 
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=2, num_attention_heads=hidden_size // 64, num_key_value_heads=1,  # head_dim 64 (vLLM CPU attention needs >= 32)
-        max_position_embeddings=4096, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=hidden_size // 64,
+        num_key_value_heads=1,  # head_dim 64 (vLLM CPU attention needs >= 32)
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),

@@ -18,7 +18,7 @@ cache_embed.cache_sim.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -83,8 +83,7 @@ def roc_auc(scores, labels) -> float | None:
     return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
 
 
-def _curve(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
-           order: np.ndarray | None = None):
+def _curve(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, order: np.ndarray | None = None):
     """Cumulative (weighted) hit/miss counts at each distinct score, highest score first.
 
     Returns (thresholds, tp, fp, total_positive, total_negative); tp[k] and fp[k] count the
@@ -147,8 +146,15 @@ def at_threshold(scores, labels, threshold: float) -> dict:
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"threshold": float(threshold), "precision": precision, "recall": recall, "f1": f1,
-            "tp": tp, "fp": fp, "fn": fn}
+    return {
+        "threshold": float(threshold),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
 
 
 def _threshold_for_precision_from_curve(thresholds, tp, fp, total_positive, target):
@@ -183,8 +189,12 @@ def best_f1(scores, labels) -> dict | None:
     f1 = np.where(denominator > 0, 2 * precision * recall / np.where(denominator > 0, denominator, 1), 0.0)
     best = float(f1.max())
     k = int(np.flatnonzero(f1 >= best - 1e-12)[-1])
-    return {"threshold": float(thresholds[k]), "f1": float(f1[k]),
-            "precision": float(precision[k]), "recall": float(recall[k])}
+    return {
+        "threshold": float(thresholds[k]),
+        "f1": float(f1[k]),
+        "precision": float(precision[k]),
+        "recall": float(recall[k]),
+    }
 
 
 def threshold_sweep(scores, labels, thresholds: Sequence[float]) -> dict:
@@ -225,16 +235,18 @@ def pair_figures(scores, labels, thresholds: Iterable[float], target_precisions:
     curve = _curve(scores, labels)
     figures = margin_figures(scores[labels], scores[~labels])
     figures.pop("triplet_accuracy", None)
-    figures.update({
-        "pairs": int(scores.size),
-        "positives": int(labels.sum()),
-        "negatives": int((~labels).sum()),
-        "roc_auc": roc_auc(scores, labels),
-        "pr_auc": _average_precision_from_curve(curve[1], curve[2], curve[3]),
-        "at_threshold": {threshold_key(t): at_threshold(scores, labels, t) for t in thresholds},
-        "at_precision": {},
-        "best_f1": best_f1(scores, labels),
-    })
+    figures.update(
+        {
+            "pairs": int(scores.size),
+            "positives": int(labels.sum()),
+            "negatives": int((~labels).sum()),
+            "roc_auc": roc_auc(scores, labels),
+            "pr_auc": _average_precision_from_curve(curve[1], curve[2], curve[3]),
+            "at_threshold": {threshold_key(t): at_threshold(scores, labels, t) for t in thresholds},
+            "at_precision": {},
+            "best_f1": best_f1(scores, labels),
+        }
+    )
     for target in target_precisions:
         found = _threshold_for_precision_from_curve(*curve[:4], target)
         figures["at_precision"][threshold_key(target)] = (
@@ -271,9 +283,18 @@ def _resample_figures(scores, labels, weights, order, pair_weights_positive, pos
     return figures
 
 
-def bootstrap_deltas(base_pos, base_neg, adapter_pos, adapter_neg, target_precisions: Iterable[float],
-                     resamples: int = 1000, seed: int = 7, level: float = 0.95, progress=None,
-                     groups=None) -> dict:
+def bootstrap_deltas(
+    base_pos,
+    base_neg,
+    adapter_pos,
+    adapter_neg,
+    target_precisions: Iterable[float],
+    resamples: int = 1000,
+    seed: int = 7,
+    level: float = 0.95,
+    progress=None,
+    groups=None,
+) -> dict:
     """Paired bootstrap of adapter-minus-base deltas: resample with replacement (the same draw for
     both models), recompute each figure, and take the percentile interval.
 
@@ -300,10 +321,15 @@ def bootstrap_deltas(base_pos, base_neg, adapter_pos, adapter_neg, target_precis
 
     def figures_for(weights):
         pair_weights = np.concatenate((weights, weights))
-        results = [_resample_figures(scores, labels, pair_weights, order, weights, pos, neg, targets)
-                   for scores, order, pos, neg in models]
-        return {key: results[1][key] - results[0][key] for key in results[0]
-                if results[0][key] is not None and results[1][key] is not None}
+        results = [
+            _resample_figures(scores, labels, pair_weights, order, weights, pos, neg, targets)
+            for scores, order, pos, neg in models
+        ]
+        return {
+            key: results[1][key] - results[0][key]
+            for key in results[0]
+            if results[0][key] is not None and results[1][key] is not None
+        }
 
     point = figures_for(np.ones(n))
     rng = np.random.default_rng(seed)

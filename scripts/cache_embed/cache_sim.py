@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import beta
-from cache_embed.text import comparison_key
 
 from cache_embed.equivalence import EquivalenceIndex
+from cache_embed.text import comparison_key
 
 __all__ = [
     "CachePlan",
@@ -115,7 +115,7 @@ def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None, dist
             entry_keys.append(key)
     entries_by_record: dict[str, list[int]] = {}
     entries_by_key: dict[str, list[int]] = {}
-    for position, (record_id, key) in enumerate(zip(entry_record, entry_keys)):
+    for position, (record_id, key) in enumerate(zip(entry_record, entry_keys, strict=False)):
         if record_id:
             entries_by_record.setdefault(record_id, []).append(position)
         entries_by_key.setdefault(key, []).append(position)
@@ -204,7 +204,9 @@ def simulate(plan: CachePlan, embed, chunk: int = 2048) -> Lookups:
     _, novel_score = nearest(plan.novel_text, plan.novel_excluded)
     # A novel question with every entry left out is never served.
     novel_score = np.where(np.isfinite(novel_score), novel_score, -np.inf)
-    correct = np.array([int(i) in accept for i, accept in zip(repeat_index, plan.repeat_accept)], dtype=bool)
+    correct = np.array(
+        [int(i) in accept for i, accept in zip(repeat_index, plan.repeat_accept, strict=False)], dtype=bool
+    )
     return Lookups(repeat_score, correct, repeat_index == plan.repeat_own, novel_score)
 
 
@@ -437,7 +439,7 @@ def bootstrap_operating_points(
         for figure in (*figures, "p_chr_auc"):
             pairs = [
                 (a, b)
-                for a, b in zip(samples["adapter"][figure], samples["base"][figure])
+                for a, b in zip(samples["adapter"][figure], samples["base"][figure], strict=False)
                 if a is not None and b is not None
             ]
             low, high = percentile_interval([a - b for a, b in pairs], level)

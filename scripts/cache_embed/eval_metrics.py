@@ -7,14 +7,13 @@ The shape is documented in evaluate_adapter.py's docstring and in the README (ev
 from __future__ import annotations
 
 import logging
-import platform
 from collections import Counter, defaultdict
 
-from cache_embed import cache_metrics as cm
 import numpy as np
-from cache_embed.cli import library_versions, PipelineError
 
+from cache_embed import cache_metrics as cm
 from cache_embed import cache_sim
+from cache_embed.cli import PipelineError, library_versions
 from cache_embed.equivalence import EquivalenceIndex
 from cache_embed.eval_data import attach_groups
 from cache_embed.numbers import fmt, pct

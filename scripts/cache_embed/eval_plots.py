@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from cache_embed import cache_metrics as cm
 import numpy as np
+
+from cache_embed import cache_metrics as cm
 from cache_embed.files import atomic_output
 
 PLOTS = ("similarity_histograms", "precision_recall", "threshold_sweep", "cache_operations")
@@ -40,7 +41,7 @@ def make_plots(curves: dict, deploy_precision: float, plots_dir: str | Path) -> 
     # 1. Similarity histograms: hit pairs vs miss pairs, per model.
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     bins = np.linspace(min(min(p.min(), n.min()) for p, n in curves["test"].values()), 1.0, 51)
-    for axis, name in zip(axes, ("base", "adapter")):
+    for axis, name in zip(axes, ("base", "adapter"), strict=False):
         pos, neg = curves["test"][name]
         axis.hist(pos, bins=bins, alpha=0.6, label="anchor-positive (must hit)", color="#2ca02c")
         axis.hist(neg, bins=bins, alpha=0.6, label="anchor-negative (must miss)", color="#d62728")

@@ -90,7 +90,9 @@ def _require(condition: bool, path: Path, where: str, what: str) -> None:
 def _string_list(spec_path: Path, value: Any, where: str) -> None:
     _require(isinstance(value, list) and len(value) > 0, spec_path, where, "must be a non-empty list of strings")
     for index, item in enumerate(value):
-        _require(isinstance(item, str) and item.strip() != "", spec_path, f"{where}[{index}]", "must be a non-empty string")
+        _require(
+            isinstance(item, str) and item.strip() != "", spec_path, f"{where}[{index}]", "must be a non-empty string"
+        )
 
 
 SPEC_KEYS = {"role", "paraphrase_guidelines", "negative_guidelines", "examples"}
@@ -113,21 +115,38 @@ def load_spec(path: str | os.PathLike) -> dict:
     for key in sorted(SPEC_KEYS):
         _require(key in spec, spec_path, key, "is missing")
     unknown = set(spec) - SPEC_KEYS - OPTIONAL_SPEC_KEYS
-    _require(not unknown, spec_path, ", ".join(sorted(unknown)), f"is unknown (allowed: {sorted(SPEC_KEYS | OPTIONAL_SPEC_KEYS)})")
-    _require(isinstance(spec["role"], str) and spec["role"].strip() != "", spec_path, "role", "must be a non-empty string")
+    _require(
+        not unknown,
+        spec_path,
+        ", ".join(sorted(unknown)),
+        f"is unknown (allowed: {sorted(SPEC_KEYS | OPTIONAL_SPEC_KEYS)})",
+    )
+    _require(
+        isinstance(spec["role"], str) and spec["role"].strip() != "", spec_path, "role", "must be a non-empty string"
+    )
     _string_list(spec_path, spec["paraphrase_guidelines"], "paraphrase_guidelines")
     _string_list(spec_path, spec["negative_guidelines"], "negative_guidelines")
     examples = spec["examples"]
     _require(isinstance(examples, dict), spec_path, "examples", "must be a mapping with 'good' and 'bad'")
     for kind in ("good", "bad"):
         _require(kind in examples, spec_path, f"examples.{kind}", "is missing")
-        _require(isinstance(examples[kind], list) and examples[kind], spec_path, f"examples.{kind}", "must be a non-empty list")
+        _require(
+            isinstance(examples[kind], list) and examples[kind],
+            spec_path,
+            f"examples.{kind}",
+            "must be a non-empty list",
+        )
     for index, example in enumerate(examples["good"]):
         where = f"examples.good[{index}]"
         _require(isinstance(example, dict), spec_path, where, "must be a mapping")
         for key in ("query", "paraphrases", "negatives"):
             _require(key in example, spec_path, f"{where}.{key}", "is missing")
-        _require(isinstance(example["query"], str) and example["query"].strip(), spec_path, f"{where}.query", "must be a non-empty string")
+        _require(
+            isinstance(example["query"], str) and example["query"].strip(),
+            spec_path,
+            f"{where}.query",
+            "must be a non-empty string",
+        )
         _string_list(spec_path, example["paraphrases"], f"{where}.paraphrases")
         _string_list(spec_path, example["negatives"], f"{where}.negatives")
     for index, example in enumerate(examples["bad"]):
@@ -135,9 +154,24 @@ def load_spec(path: str | os.PathLike) -> dict:
         _require(isinstance(example, dict), spec_path, where, "must be a mapping")
         for key in ("query", "output", "why"):
             _require(key in example, spec_path, f"{where}.{key}", "is missing")
-        _require(isinstance(example["query"], str) and example["query"].strip(), spec_path, f"{where}.query", "must be a non-empty string")
-        _require(isinstance(example["output"], (str, dict)) and example["output"], spec_path, f"{where}.output", "must be a string or a mapping")
-        _require(isinstance(example["why"], str) and example["why"].strip(), spec_path, f"{where}.why", "must be a non-empty string")
+        _require(
+            isinstance(example["query"], str) and example["query"].strip(),
+            spec_path,
+            f"{where}.query",
+            "must be a non-empty string",
+        )
+        _require(
+            isinstance(example["output"], (str, dict)) and example["output"],
+            spec_path,
+            f"{where}.output",
+            "must be a string or a mapping",
+        )
+        _require(
+            isinstance(example["why"], str) and example["why"].strip(),
+            spec_path,
+            f"{where}.why",
+            "must be a non-empty string",
+        )
     return spec
 
 
@@ -241,7 +275,9 @@ class LLMResult:
     detail: str | None = field(default=None, compare=False)
 
 
-def parse_answer(completion: Completion, validator: jsonschema.Draft202012Validator) -> tuple[list[str], list[str], str | None, str | None]:
+def parse_answer(
+    completion: Completion, validator: jsonschema.Draft202012Validator
+) -> tuple[list[str], list[str], str | None, str | None]:
     """-> (paraphrases, negatives, failure reason or None, detail)."""
     if completion.error is not None:
         return [], [], "request_error", completion.error
@@ -275,7 +311,7 @@ def parse_answer(completion: Completion, validator: jsonschema.Draft202012Valida
 
 def item_seed(seed: int, query_id: str, attempt: int) -> int:
     """A per-query, per-attempt seed: results do not depend on batching, and a retry samples anew."""
-    digest = hashlib.sha256(f"{seed}\x1f{query_id}\x1f{attempt}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\x1f{query_id}\x1f{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
@@ -328,12 +364,14 @@ class LLMBackend:
                 break
             still_failing: list[int] = []
             for start in range(0, len(pending), batch_size):
-                batch = pending[start:start + batch_size]
+                batch = pending[start : start + batch_size]
                 seeds = [item_seed(int(self.settings["seed"]), results[i].query_id, attempt) for i in batch]
                 completions = self._send([messages[i] for i in batch], seeds, schema)
                 if len(completions) != len(batch):
-                    raise RuntimeError(f"{self.name} backend returned {len(completions)} answers for {len(batch)} prompts")
-                for i, completion in zip(batch, completions):
+                    raise RuntimeError(
+                        f"{self.name} backend returned {len(completions)} answers for {len(batch)} prompts"
+                    )
+                for i, completion in zip(batch, completions, strict=False):
                     para, neg, failure, detail = parse_answer(completion, validator)
                     result = results[i]
                     result.attempts = attempt + 1
@@ -350,11 +388,17 @@ class LLMBackend:
             failed_now = [i for i in pending if results[i].failure is not None]
             if failed_now:
                 example = results[failed_now[0]]
-                LOG.info("attempt %d: %d of %d items failed %s, e.g. query %s: %s (%s)%s",
-                         attempt + 1, len(failed_now), len(pending),
-                         dict(sorted(Counter(results[i].failure for i in failed_now).items())),
-                         example.query_id, example.failure, example.detail,
-                         "; retrying them" if still_failing else "; no retries left")
+                LOG.info(
+                    "attempt %d: %d of %d items failed %s, e.g. query %s: %s (%s)%s",
+                    attempt + 1,
+                    len(failed_now),
+                    len(pending),
+                    dict(sorted(Counter(results[i].failure for i in failed_now).items())),
+                    example.query_id,
+                    example.failure,
+                    example.detail,
+                    "; retrying them" if still_failing else "; no retries left",
+                )
             pending = still_failing
         progress.close()
         return results
@@ -393,8 +437,10 @@ class VLLMBackend(LLMBackend):
         try:
             from vllm import LLM
         except ImportError as error:
-            raise PipelineError(f"the vllm backend needs the vllm package ({error}); use envs/generate.yaml "
-                                "or the 'openai' backend against a running server") from None
+            raise PipelineError(
+                f"the vllm backend needs the vllm package ({error}); use envs/generate.yaml "
+                "or the 'openai' backend against a running server"
+            ) from None
         from vllm.platforms import current_platform
 
         s = self.settings
@@ -406,9 +452,16 @@ class VLLMBackend(LLMBackend):
             # ("CPU Generator does not use offset"); whole-prompt prefill avoids that path.
             extra = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(s["max_model_len"]), 8192)}
         started = time.monotonic()
-        LOG.info("starting vLLM: model %s (revision %s), tensor_parallel %s, dtype %s, max_model_len %s, "
-                 "structured outputs %s", s["model"], s["revision"], s["tensor_parallel"], s["dtype"],
-                 s["max_model_len"], STRUCTURED_OUTPUTS_CONFIG)
+        LOG.info(
+            "starting vLLM: model %s (revision %s), tensor_parallel %s, dtype %s, max_model_len %s, "
+            "structured outputs %s",
+            s["model"],
+            s["revision"],
+            s["tensor_parallel"],
+            s["dtype"],
+            s["max_model_len"],
+            STRUCTURED_OUTPUTS_CONFIG,
+        )
         self.llm = LLM(
             model=str(s["model"]),
             revision=s["revision"],
@@ -496,8 +549,13 @@ class OpenAIBackend(LLMBackend):
         self._rng = random.Random(int(s["seed"]))
         self._rng_lock = threading.Lock()
         self.request_counts: Counter = Counter()  # HTTP outcomes, for logs and stats
-        LOG.info("OpenAI-compatible backend: %s, model %s, concurrency %d, API key %s",
-                 self.url, self.model, concurrency, "from $" + s["api_key_env"] if key else "none")
+        LOG.info(
+            "OpenAI-compatible backend: %s, model %s, concurrency %d, API key %s",
+            self.url,
+            self.model,
+            concurrency,
+            "from $" + s["api_key_env"] if key else "none",
+        )
 
     def _body(self, conversation: list[dict], seed: int, schema: dict) -> dict:
         s = self.settings
@@ -517,7 +575,7 @@ class OpenAIBackend(LLMBackend):
 
     def _delay(self, retry: int, retry_after: str | None) -> float:
         s = self.settings
-        base = min(float(s["backoff_max_s"]), float(s["backoff_s"]) * (2 ** retry))
+        base = min(float(s["backoff_max_s"]), float(s["backoff_s"]) * (2**retry))
         if retry_after:
             try:
                 base = min(float(s["backoff_max_s"]), max(base, float(retry_after)))
@@ -548,11 +606,15 @@ class OpenAIBackend(LLMBackend):
                 if status == 200:
                     return self._completion(response)
                 if status in (401, 403):
-                    raise PipelineError(f"{self.url} refused the request (HTTP {status}); check the API key in "
-                                        f"${self.settings['api_key_env']}")
+                    raise PipelineError(
+                        f"{self.url} refused the request (HTTP {status}); check the API key in "
+                        f"${self.settings['api_key_env']}"
+                    )
                 if status == 404:
-                    raise PipelineError(f"{self.url} answered 404: wrong base_url, or model {self.model!r} is not "
-                                        f"served there ({response.text[:200]})")
+                    raise PipelineError(
+                        f"{self.url} answered 404: wrong base_url, or model {self.model!r} is not "
+                        f"served there ({response.text[:200]})"
+                    )
                 last_error = f"HTTP {status}: {response.text[:200]}"
                 if status not in RETRYABLE_STATUS:
                     return Completion(None, None, error=last_error)  # e.g. 400 for this prompt: not retryable
@@ -574,7 +636,9 @@ class OpenAIBackend(LLMBackend):
             return Completion(None, None, error=f"malformed response body ({type(error).__name__}: {error})")
 
     def _send(self, conversations, seeds, schema):
-        return list(self.pool.map(lambda pair: self._request(pair[0], pair[1], schema), zip(conversations, seeds)))
+        return list(
+            self.pool.map(lambda pair: self._request(pair[0], pair[1], schema), zip(conversations, seeds, strict=False))
+        )
 
     def close(self) -> None:
         pool = getattr(self, "pool", None)

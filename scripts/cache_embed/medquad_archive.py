@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 from cache_embed.cli import PipelineError
 
@@ -71,9 +71,7 @@ def iter_xml_members(zf: zipfile.ZipFile, archive: Path, max_unpacked_bytes: int
             ) from None
         read_total += len(data)
         if read_total > max_unpacked_bytes:
-            raise PipelineError(
-                f"{archive}: unpacks to more than {max_unpacked_bytes:,} bytes; refusing to continue"
-            )
+            raise PipelineError(f"{archive}: unpacks to more than {max_unpacked_bytes:,} bytes; refusing to continue")
         yield relative, data
 
 

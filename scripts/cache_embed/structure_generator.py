@@ -179,7 +179,9 @@ class StructureBackend:
         self.by_qtype_semtype: dict[tuple, list[int]] = defaultdict(list)
         self.by_qtype_category: dict[tuple, list[int]] = defaultdict(list)
         self.cuis = [frozenset(r.get("cuis") or []) for r in records]
-        self.synonym_keys = [frozenset(comparison_key(s) for s in r.get("synonyms") or [] if isinstance(s, str)) for r in records]
+        self.synonym_keys = [
+            frozenset(comparison_key(s) for s in r.get("synonyms") or [] if isinstance(s, str)) for r in records
+        ]
         for index, record in enumerate(records):
             if not self.focus_key[index] or not record.get("qtype"):
                 continue
@@ -220,7 +222,7 @@ class StructureBackend:
         position = query.casefold().find(focus.casefold())
         if synonyms and position >= 0:
             direct = [
-                Candidate(normalise_whitespace(query[:position] + s + query[position + len(focus):]), "synonym", qtype)
+                Candidate(normalise_whitespace(query[:position] + s + query[position + len(focus) :]), "synonym", qtype)
                 for s in synonyms
             ]
             rng.shuffle(direct)
@@ -228,7 +230,9 @@ class StructureBackend:
         if synonyms and forms:
             pairs = [(f, s) for f in forms for s in synonyms]
             rng.shuffle(pairs)
-            pools["synonym_form"] = [Candidate(render(f, s), "synonym_form", qtype) for f, s in pairs[: count + SPARE_POSITIVES]]
+            pools["synonym_form"] = [
+                Candidate(render(f, s), "synonym_form", qtype) for f, s in pairs[: count + SPARE_POSITIVES]
+            ]
         # Round-robin over the kinds (in a seeded order) so each query mixes forms and synonyms.
         kinds = [k for k in pools if pools[k]]
         rng.shuffle(kinds)
@@ -287,7 +291,9 @@ class StructureBackend:
             other = rng.choice(by_qtype[other_qtype])
             # Alternate real wording and re-rendered forms so style never tells hits from misses.
             text = self._negative_text(self.records[other], focus, rng, rerender=position % 2 == 1)
-            result.append(Candidate(text, "same_focus_other_qtype", other_qtype, {"query_id": self.records[other]["id"]}))
+            result.append(
+                Candidate(text, "same_focus_other_qtype", other_qtype, {"query_id": self.records[other]["id"]})
+            )
         if len(result) >= wanted:
             return result
         # (2) same qtype, another focus of the same semantic type (or category).

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import generate_triplets  # noqa: E402
+
 from cache_embed.files import read_json, read_jsonl, write_jsonl  # noqa: E402
 from conftest import STRUCTURE, step_argv  # noqa: E402
 
@@ -38,11 +39,26 @@ def main() -> int:
         best_gen = best_io = float("inf")
         for _ in range(args.repeats):
             start = time.perf_counter()
-            assert generate_triplets.main([
-                "--input", args.input, "--output", str(out / "t.jsonl"), "--stats", str(out / "s.json"),
-                "--split", args.split, "--domain", "medical", "--forms", args.forms,
-                *step_argv("generate", "medical", **STRUCTURE),
-            ]) == 0
+            assert (
+                generate_triplets.main(
+                    [
+                        "--input",
+                        args.input,
+                        "--output",
+                        str(out / "t.jsonl"),
+                        "--stats",
+                        str(out / "s.json"),
+                        "--split",
+                        args.split,
+                        "--domain",
+                        "medical",
+                        "--forms",
+                        args.forms,
+                        *step_argv("generate", "medical", **STRUCTURE),
+                    ]
+                )
+                == 0
+            )
             best_gen = min(best_gen, time.perf_counter() - start)
             stats = read_json(out / "s.json")
             start = time.perf_counter()
@@ -50,8 +66,10 @@ def main() -> int:
             write_jsonl(out / "io.jsonl", (records[i % len(records)] for i in range(stats["triplets"])))
             best_io = min(best_io, time.perf_counter() - start)
     print(f"split: {args.input} ({stats['queries']} queries, yield {stats['yield']:.4f})")
-    print(f"structure backend: {stats['triplets']} triplets in {best_gen:.2f} s = {stats['triplets'] / best_gen:,.0f} triplets/s "
-          f"({stats['queries'] / best_gen:,.0f} queries/s)")
+    print(
+        f"structure backend: {stats['triplets']} triplets in {best_gen:.2f} s = {stats['triplets'] / best_gen:,.0f} triplets/s "
+        f"({stats['queries'] / best_gen:,.0f} queries/s)"
+    )
     print(f"baseline (read split + write as many lines): {best_io:.2f} s = {stats['triplets'] / best_io:,.0f} lines/s")
     print(f"ratio generate / I/O floor: {best_gen / best_io:.1f}x")
     return 0

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import merge_adapter  # noqa: E402
 import train_adapter  # noqa: E402
+
 from cache_embed.files import read_json, read_jsonl, write_jsonl  # noqa: E402
 from conftest import step_argv  # noqa: E402
 
@@ -43,11 +44,34 @@ def build_triplets(workdir: Path) -> Path:
     import parse_medquad
     import split_queries
 
-    parse_medquad.main(["--archive", str(ARCHIVE), "--output", str(workdir / "q.jsonl"),
-                        "--rejects", str(workdir / "r.jsonl"), "--stats", str(workdir / "s.json"), *step_argv("parse")])
-    split_queries.main(["--queries", str(workdir / "q.jsonl"), "--train", str(workdir / "train.jsonl"),
-                        "--val", str(workdir / "val.jsonl"), "--test", str(workdir / "test.jsonl"),
-                        "--stats", str(workdir / "split.json"), *step_argv("split")])
+    parse_medquad.main(
+        [
+            "--archive",
+            str(ARCHIVE),
+            "--output",
+            str(workdir / "q.jsonl"),
+            "--rejects",
+            str(workdir / "r.jsonl"),
+            "--stats",
+            str(workdir / "s.json"),
+            *step_argv("parse"),
+        ]
+    )
+    split_queries.main(
+        [
+            "--queries",
+            str(workdir / "q.jsonl"),
+            "--train",
+            str(workdir / "train.jsonl"),
+            "--val",
+            str(workdir / "val.jsonl"),
+            "--test",
+            str(workdir / "test.jsonl"),
+            "--stats",
+            str(workdir / "split.json"),
+            *step_argv("split"),
+        ]
+    )
     records = list(read_jsonl(workdir / "train.jsonl"))
     by_focus = defaultdict(list)
     for record in records:
@@ -57,8 +81,13 @@ def build_triplets(workdir: Path) -> Path:
     for record in records:
         others = [o for o in by_focus[record["focus"].casefold()] if o["qtype"] != record["qtype"]]
         if others:
-            triplets.append({"anchor": record["query"], "positive": f"{record['focus'].lower()} {record['qtype']}",
-                             "negative": rng.choice(others)["query"]})
+            triplets.append(
+                {
+                    "anchor": record["query"],
+                    "positive": f"{record['focus'].lower()} {record['qtype']}",
+                    "negative": rng.choice(others)["query"],
+                }
+            )
     path = workdir / "triplets.jsonl"
     write_jsonl(path, triplets)
     return path
@@ -72,8 +101,9 @@ def old_loop_pairs_per_second(base: str, rows: list[dict], batch_size: int = 32,
 
     torch.manual_seed(0)
     model = SentenceTransformer(base, device="cpu")
-    args = train_adapter.parse_args(["--train-data", "x", "--val-data", "y", "--base-model", base, "--output", "z",
-                                     *step_argv("train")])
+    args = train_adapter.parse_args(
+        ["--train-data", "x", "--val-data", "y", "--base-model", base, "--output", "z", *step_argv("train")]
+    )
     model.add_adapter(train_adapter.lora_config(args))
     model.train()
     tokenizer = model.tokenizer
@@ -83,7 +113,7 @@ def old_loop_pairs_per_second(base: str, rows: list[dict], batch_size: int = 32,
         features = tokenizer(texts, padding="max_length", truncation=True, max_length=pad_to, return_tensors="pt")
         return F.normalize(model(dict(features))["sentence_embedding"], dim=-1)
 
-    batches = [rows[i:i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)]
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)]
     started = time.perf_counter()
     for batch in batches:
         anchors = embed([row["anchor"] for row in batch])
@@ -98,10 +128,31 @@ def old_loop_pairs_per_second(base: str, rows: list[dict], batch_size: int = 32,
 
 def trainer_examples_per_second(base: str, triplets: Path, examples: int, workdir: Path, threads: int) -> dict:
     output = workdir / "adapter"
-    argv = [*step_argv("train"), "--train-data", str(triplets), "--val-data", str(triplets), "--base-model", base,
-            "--base-model-id", HUB_ID, "--output", str(output), "--checkpoint-dir", str(workdir / "ckpt"),
-            "--max-examples", str(examples), "--max-val-examples", "32", "--eval-steps", "100000",
-            "--batch-size", "32", "--threads", str(threads)]
+    argv = [
+        *step_argv("train"),
+        "--train-data",
+        str(triplets),
+        "--val-data",
+        str(triplets),
+        "--base-model",
+        base,
+        "--base-model-id",
+        HUB_ID,
+        "--output",
+        str(output),
+        "--checkpoint-dir",
+        str(workdir / "ckpt"),
+        "--max-examples",
+        str(examples),
+        "--max-val-examples",
+        "32",
+        "--eval-steps",
+        "100000",
+        "--batch-size",
+        "32",
+        "--threads",
+        str(threads),
+    ]
     assert train_adapter.main(argv) == 0
     return read_json(output / "training_info.json") | {"adapter_dir": str(output)}
 
@@ -148,8 +199,20 @@ def main() -> int:
         print(f"training ratio (b)/(a): {ours / old:.2f}x (target >= 5)")
 
         merged_dir = workdir / "merged"
-        assert merge_adapter.main(["--base-model", base, "--adapter", info["adapter_dir"],
-                                   "--output", str(merged_dir), *step_argv("merge")]) == 0
+        assert (
+            merge_adapter.main(
+                [
+                    "--base-model",
+                    base,
+                    "--adapter",
+                    info["adapter_dir"],
+                    "--output",
+                    str(merged_dir),
+                    *step_argv("merge"),
+                ]
+            )
+            == 0
+        )
         sentences = [row["anchor"] for row in read_jsonl(triplets)][: args.encode_sentences]
         base_model = SentenceTransformer(base, device="cpu")
         merged = SentenceTransformer(str(merged_dir), device="cpu")
@@ -160,14 +223,26 @@ def main() -> int:
             for name, model in (("base", base_model), ("merged", merged), ("unmerged", unmerged)):
                 rates[name] = max(rates.get(name, 0.0), encode_per_second(model, sentences))
         print(f"encode base:     {rates['base']:8.1f} sentences/s")
-        print(f"encode merged:   {rates['merged']:8.1f} sentences/s  ratio {rates['merged'] / rates['base']:.3f} (target >= 0.97)")
-        print(f"encode unmerged: {rates['unmerged']:8.1f} sentences/s  ratio {rates['unmerged'] / rates['base']:.3f} (reported)")
-        print(json.dumps({"old_pairs_per_s": round(old, 2), "trainer_triplets_per_s": ours,
-                          "train_ratio": round(ours / old, 3),
-                          "merged_vs_base": round(rates["merged"] / rates["base"], 4),
-                          "unmerged_vs_base": round(rates["unmerged"] / rates["base"], 4),
-                          "trainable_parameters": info["trainable_parameters"],
-                          "adapter_bytes": info["adapter_bytes"]}, sort_keys=True))
+        print(
+            f"encode merged:   {rates['merged']:8.1f} sentences/s  ratio {rates['merged'] / rates['base']:.3f} (target >= 0.97)"
+        )
+        print(
+            f"encode unmerged: {rates['unmerged']:8.1f} sentences/s  ratio {rates['unmerged'] / rates['base']:.3f} (reported)"
+        )
+        print(
+            json.dumps(
+                {
+                    "old_pairs_per_s": round(old, 2),
+                    "trainer_triplets_per_s": ours,
+                    "train_ratio": round(ours / old, 3),
+                    "merged_vs_base": round(rates["merged"] / rates["base"], 4),
+                    "unmerged_vs_base": round(rates["unmerged"] / rates["base"], 4),
+                    "trainable_parameters": info["trainable_parameters"],
+                    "adapter_bytes": info["adapter_bytes"],
+                },
+                sort_keys=True,
+            )
+        )
     return 0
 
 

@@ -34,8 +34,8 @@ def main() -> int:
     parser.add_argument("--model", help="a model folder (default: a tiny random Qwen2 built now)")
     args = parser.parse_args()
 
-    from cache_embed.llm_backends import load_spec, make_backend
     from cache_embed.files import read_jsonl
+    from cache_embed.llm_backends import load_spec, make_backend
 
     spec = load_spec(ROOT / "resources/domains/medical.yaml")
     if args.queries:
@@ -50,8 +50,15 @@ def main() -> int:
             from tiny_qwen import build_tiny_qwen
 
             model = str(build_tiny_qwen(Path(tmp) / "tiny_qwen"))
-        settings = {"model": model, "dtype": "bfloat16", "max_model_len": 4096, "max_tokens": args.max_tokens,
-                    "max_retries": 0, "seed": 0, "batch_size": 1}
+        settings = {
+            "model": model,
+            "dtype": "bfloat16",
+            "max_model_len": 4096,
+            "max_tokens": args.max_tokens,
+            "max_retries": 0,
+            "seed": 0,
+            "batch_size": 1,
+        }
         started = time.perf_counter()
         backend = make_backend("vllm", settings, spec)
         engine_start = time.perf_counter() - started
@@ -65,8 +72,10 @@ def main() -> int:
                 seconds = time.perf_counter() - started
                 rates[batch_size] = len(queries) / seconds
                 failures = sum(r.failure is not None for r in results)
-                print(f"batch size {batch_size:3d}: {len(queries)} prompts in {seconds:.2f} s = "
-                      f"{rates[batch_size]:.2f} prompts/s ({failures} counted failures)")
+                print(
+                    f"batch size {batch_size:3d}: {len(queries)} prompts in {seconds:.2f} s = "
+                    f"{rates[batch_size]:.2f} prompts/s ({failures} counted failures)"
+                )
         finally:
             backend.close()
     print(f"engine start: {engine_start:.1f} s (in-process engine core)")

@@ -47,7 +47,7 @@ metrics.json shape (keys sorted; thresholds and precisions keyed as "0.80", "0.9
       pair_threshold: {deploy_precision, chosen_on, note, adapter | base: {threshold, precision, recall, f1,
           calibration, meets_deploy_precision_on_test, cache} | null, base_at_adapter_threshold,
           adapter_at_base_threshold}}
-  versions: {python, numpy, scipy, torch, transformers, sentence_transformers, peft, matplotlib}
+  versions: {python, numpy, scipy, torch, transformers, sentence-transformers, peft, matplotlib}
 """
 
 from __future__ import annotations

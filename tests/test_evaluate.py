@@ -684,7 +684,7 @@ def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets, real_v
     assert rec["verdict"] and rec["pair_threshold"]["deploy_precision"] == 0.9
     assert set(rec["delta"]) >= {"repeat_hit_rate", "wrong_share", "p_chr_auc"}
     assert metrics["settings"]["bootstrap"] == 100
-    assert metrics["versions"]["peft"] and metrics["versions"]["sentence_transformers"] and metrics["versions"]["scipy"]
+    assert metrics["versions"]["peft"] and metrics["versions"]["sentence-transformers"] and metrics["versions"]["scipy"]
     text = (evaluated / "metrics.json").read_text(encoding="utf-8")
     assert '"/' not in text.replace('"//', "")  # no absolute local path in a shared output
     markdown = (evaluated / "metrics.md").read_text(encoding="utf-8")

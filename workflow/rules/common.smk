@@ -63,7 +63,10 @@ def all_targets():
             f"models/{domain}/merged",
             f"results/{domain}/eval/metrics.json",
             f"results/{domain}/report.html",
+            f"models/{domain}/deploy",
         ]
+        if config["replay"]["in_all"]:
+            targets.append(f"results/{domain}/replay/metrics.json")
     return targets
 
 
@@ -239,3 +242,61 @@ def train_base_model_local_path():
     if not local_path or local_path.startswith("package:"):
         return local_path
     return project_path(local_path)
+
+
+# ---- deploy and replay --------------------------------------------------------------------------
+
+
+def cli_flags(settings):
+    """{"flag-name": value} -> "--flag-name value", sorted by flag; lists as several words,
+    booleans as a bare flag (True) or nothing (False), everything shell-quoted."""
+    words = []
+    for flag, value in sorted(settings.items()):
+        if isinstance(value, bool):
+            if value:
+                words.append(f"--{flag}")
+            continue
+        words.append(f"--{flag}")
+        values = value if isinstance(value, (list, tuple)) else [value]
+        words += [shlex.quote(str(item)) for item in values]
+    return " ".join(words)
+
+
+def router_category(domain):
+    return config["domains"][domain].get("router_category") or domain
+
+
+def deploy_settings(wildcards):
+    hnsw = config["replay"]["hnsw"]
+    return {
+        "domain": wildcards.domain,
+        "router-category": router_category(wildcards.domain),
+        "hnsw-m": hnsw["M"],
+        "hnsw-ef-construction": hnsw["ef_construction"],
+        "hnsw-ef": hnsw["ef"],
+    }
+
+
+def replay_settings(wildcards):
+    replay, evaluate = config["replay"], config["evaluate"]
+    return {
+        "sizes": replay["sizes"],
+        "index-types": replay["index_types"],
+        "hnsw-m": replay["hnsw"]["M"],
+        "hnsw-ef-construction": replay["hnsw"]["ef_construction"],
+        "hnsw-ef": replay["hnsw"]["ef"],
+        "max-lookups": replay["max_lookups"],
+        "latency-samples": replay["latency_samples"],
+        "search-limit": replay["search_limit"],
+        "seed": replay["seed"],
+        "batch-size": evaluate["batch_size"],
+        # Issue 11 defines these two under evaluate; until they are in the schema, their defaults.
+        "max-wrong-share": evaluate.get("max_wrong_share", 0.05),
+        "repeat-share": evaluate.get("cache", {}).get("repeat_share", 0.5),
+        "equivalence": "medquad" if wildcards.domain in MEDQUAD_DOMAINS else "text",
+    }
+
+
+def replay_mem_mb(wildcards):
+    # Embeddings of up to ~140k cached questions per model, plus the in-process Milvus Lite copy.
+    return 12000 if "train_paraphrases" in config["replay"]["sizes"] else 6000

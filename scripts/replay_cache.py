@@ -30,10 +30,18 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from cache_embed.equivalence import EquivalenceIndex
 from cache_embed.vector_cache import IndexSpec, MilvusVectorCache, exact_nearest, library_versions, open_client
-from shared import PipelineError, atomic_output, comparison_key, read_json, read_jsonl, run_main, setup_logging, write_json
+from shared import (
+    PipelineError,
+    atomic_output,
+    comparison_key,
+    read_json,
+    read_jsonl,
+    run_main,
+    setup_logging,
+    write_json,
+)
 
 LOG = setup_logging()
 SIZE_TIERS = ("test_anchors", "medquad", "train_paraphrases")
@@ -180,7 +188,7 @@ def percentiles_ms(seconds: np.ndarray) -> dict:
         return {"p50": None, "p99": None, "mean": None, "n": 0}
     ms = np.asarray(seconds) * 1000.0
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()),
-            "n": int(len(ms))}
+            "n": len(ms)}
 
 
 # ---------------------------------------------------------------- judging
@@ -378,7 +386,7 @@ def approx_difference(exact: dict, approx: dict, threshold: float | None, repeat
     approx_ids = np.concatenate([approx["repeat_ids"], approx["novel_ids"]])
     approx_scores = np.concatenate([approx["repeat_scores"], approx["novel_scores"]])
     differs = (ids != approx_ids) & (np.abs(scores - approx_scores) > SCORE_TIE)
-    out = {"lookups": int(len(ids)), "nearest_differs": int(differs.sum()),
+    out = {"lookups": len(ids), "nearest_differs": int(differs.sum()),
            "nearest_differs_share": float(differs.mean()) if len(ids) else None,
            "mean_similarity_lost": float(np.mean(scores[differs] - approx_scores[differs])) if differs.any() else 0.0}
     if threshold is not None:
@@ -457,9 +465,9 @@ def render_markdown(metrics: dict) -> str:
     for model in MODELS:
         if model in metrics["results"]:
             lines += [trend_sentence(metrics, model), ""]
-    lines += ["| model | cache size | index | threshold | repeat hit rate | wrong share | novel false-hit rate | "
-              "embed p50/p99 ms | search p50/p99 ms | ANN ≠ exact | threshold for bound | hit rate there |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ("| model | cache size | index | threshold | repeat hit rate | wrong share | novel false-hit rate | "
+              "embed p50/p99 ms | search p50/p99 ms | ANN ≠ exact | threshold for bound | hit rate there |")
+    lines += [header, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, block in metrics["results"].items():
         embed = block["embed_latency_ms"]
         for size in metrics["sizes"]:

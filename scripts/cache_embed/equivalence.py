@@ -16,7 +16,7 @@ the same normalised question text.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from shared import comparison_key
 

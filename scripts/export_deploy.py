@@ -108,18 +108,23 @@ def describe_model(folder: Path) -> dict:
         raise PipelineError(f"{folder}: holds a PEFT adapter, not merged weights; rerun merge_adapter")
     modules = read_json(folder / "modules.json")
     types = [module["type"].rsplit(".", 1)[-1] for module in modules]
-    pooling = {}
+    mode, dimension = "unknown", None
     for module in modules:
         if module["type"].endswith("Pooling"):
             config = read_json(folder / module["path"] / "config.json")
-            pooling = {key.removeprefix("pooling_mode_").removesuffix("_token").removesuffix("_tokens"): value
-                       for key, value in config.items() if key.startswith("pooling_mode_") and value}
-            pooling["dimension"] = config.get("word_embedding_dimension")
-    mode = ", ".join(key for key in pooling if key != "dimension") or "unknown"
+            # sentence-transformers 6 writes pooling_mode/embedding_dimension; earlier versions one
+            # boolean per mode (pooling_mode_mean_tokens, ...) and word_embedding_dimension.
+            if isinstance(config.get("pooling_mode"), str):
+                mode = config["pooling_mode"]
+            else:
+                modes = [key.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token")
+                         for key, value in config.items() if key.startswith("pooling_mode_") and value is True]
+                mode = ", ".join(modes) or "unknown"
+            dimension = config.get("embedding_dimension", config.get("word_embedding_dimension"))
     bert_config = folder / "sentence_bert_config.json"
     max_seq_length = read_json(bert_config).get("max_seq_length") if bert_config.exists() else None
     return {"modules": types, "pooling": mode, "normalize": "Normalize" in types,
-            "dimension": pooling.get("dimension"), "max_seq_length": max_seq_length,
+            "dimension": dimension, "max_seq_length": max_seq_length,
             "architecture": (read_json(folder / "config.json").get("architectures") or [None])[0]}
 
 
@@ -132,7 +137,17 @@ def check_loads(folder: Path) -> dict:
     model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     vectors = model.encode(CHECK_SENTENCES, convert_to_numpy=True, show_progress_bar=False)
     norms = np.linalg.norm(vectors, axis=1)
-    return {"dimension": int(vectors.shape[1]), "max_norm_error": float(np.max(np.abs(norms - 1.0)))}
+    return {"dimension": int(vectors.shape[1]), "max_norm_error": float(np.max(np.abs(norms - 1.0))),
+            "max_seq_length": model.max_seq_length, "sentence_transformers": _version("sentence-transformers")}
+
+
+def _version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def sha256_files(folder: Path) -> dict:
@@ -163,12 +178,14 @@ def render_fragment(*, domain: str, category: str, model_path: str, threshold: f
 # the keys were read from that reference config, not checked against a running router.
 # Merge these keys into your config.yaml; put the plugin into your existing decision for the category.
 #
-# Embedding model: {model_path} ({model['architecture']}, {model['pooling']} pooling,
+# Embedding model: {model_path}
+# ({model['architecture']}, saved by sentence-transformers {model.get('saved_by')}, {model['pooling']} pooling,
 # {'L2-normalised' if model['normalize'] else 'NOT normalised'}, {model['dimension']} dimensions, max {model['max_seq_length']} tokens).
-# similarity_threshold {threshold:.4f} is this model's deploy threshold, chosen on validation
+# similarity_threshold {threshold:.4f} (written in full below) is this model's deploy threshold, chosen on validation
 # (metrics.json recommended_threshold.adapter.threshold). On the held-out test split at that threshold:
 # wrong share among served hits {_fmt_share(wrong)}, repeat hit rate {_fmt_share(hit)}
-# (from {source}). The base model's threshold does not carry over: training moves the similarity scale.
+# (from {source}).
+# The base model's threshold does not carry over: training moves the similarity scale.
 # results/{domain}/replay/metrics.json shows how the wrong share moves as the cache grows.
 global:
   model_catalog:
@@ -207,7 +224,7 @@ routing:
           configuration:
             enabled: true
             semantic:
-              similarity_threshold: {threshold:.4f}
+              similarity_threshold: {threshold!r}
 """
 
 
@@ -228,6 +245,8 @@ def main(argv=None) -> int:
     shutil.copytree(merged, model_dir, ignore=shutil.ignore_patterns("merge_info.json", ".*"))
     model = describe_model(model_dir)
     loaded = check_loads(model_dir)
+    if model["max_seq_length"] is None:
+        model["max_seq_length"] = loaded["max_seq_length"]
     if model["dimension"] != loaded["dimension"]:
         raise PipelineError(f"{model_dir}: pooling config says {model['dimension']} dimensions, model gives "
                             f"{loaded['dimension']}")
@@ -236,6 +255,7 @@ def main(argv=None) -> int:
                             f"{loaded['max_norm_error']:.1e}")
     if not model["normalize"]:
         LOG.warning("%s: no Normalize module; the router's cosine still works, but say so to users", model_dir)
+    model["saved_by"] = loaded["sentence_transformers"]
     model_path = args.model_path_in_router or str(output / "model")
     hnsw = {"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction, "ef": args.hnsw_ef}
     fragment = render_fragment(domain=args.domain, category=args.router_category, model_path=model_path,

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
+import export_deploy
+import merge_adapter
 import numpy as np
 import pytest
 import yaml
-
-import export_deploy
-import merge_adapter
 from shared import PipelineError, write_json
 
 SENTENCES = [

@@ -97,18 +97,23 @@ def module_imports(script: Path) -> frozenset[str]:
     """Top-level names of all modules imported anywhere in `script` and, recursively, in the
     sibling modules of scripts/ that it imports."""
     tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
-    names = set()
+    modules = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            modules.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            modules.add(node.module)
     result = set()
-    for name in names:
-        sibling = script.parent / f"{name}.py"
-        if sibling.exists() and sibling != script:
-            result |= module_imports(sibling)
-        elif name != "__future__" and name not in sys.stdlib_module_names and not sibling.exists():
+    for module in modules:
+        name = module.split(".")[0]
+        # A module of scripts/ (flat, or inside a package such as scripts/cache_embed/).
+        sibling = SCRIPTS.joinpath(*module.split(".")).with_suffix(".py")
+        if sibling.exists():
+            if sibling != script:
+                result |= module_imports(sibling)
+        elif (SCRIPTS / name).is_dir() or (SCRIPTS / f"{name}.py").exists():
+            continue
+        elif name != "__future__" and name not in sys.stdlib_module_names:
             result.add(name)
     return frozenset(result)
 

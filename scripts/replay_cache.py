@@ -172,17 +172,6 @@ def encode(model, texts: list[str], batch_size: int) -> np.ndarray:
     return np.asarray(embeddings, dtype=np.float32)
 
 
-def embed_latency(model, texts: list[str]) -> np.ndarray:
-    """Seconds to embed one question at a time, as a cache does per lookup."""
-    model.encode(texts[:2], normalize_embeddings=True, show_progress_bar=False)  # warm-up
-    seconds = np.empty(len(texts))
-    for row, text in enumerate(texts):
-        start = time.perf_counter()
-        model.encode([text], normalize_embeddings=True, show_progress_bar=False)
-        seconds[row] = time.perf_counter() - start
-    return seconds
-
-
 def percentiles_ms(seconds: np.ndarray) -> dict:
     if len(seconds) == 0:
         return {"p50": None, "p99": None, "mean": None, "n": 0}
@@ -283,9 +272,32 @@ def sweep(outcomes: dict, repeat_share: float, step: int = 2) -> list[dict]:
 # ---------------------------------------------------------------- the replay
 
 
+def latency_sample(lookups: dict, args) -> np.ndarray:
+    """The seeded lookups (rows of repeats + novel) timed one at a time."""
+    count = len(lookups["repeats"]) + len(lookups["novel"])
+    return np.random.default_rng(args.seed).choice(count, size=min(args.latency_samples, count), replace=False)
+
+
+def embed_latencies(paths: dict[str, str], lookups: dict, args) -> dict[str, np.ndarray]:
+    """One-question embedding time of each model, the models taking turns question by question, so
+    that load from other processes falls on both alike and their latencies compare."""
+    texts = [lookup["text"] for lookup in lookups["repeats"] + lookups["novel"]]
+    texts = [texts[i] for i in latency_sample(lookups, args)]
+    models = {name: load_model(path) for name, path in paths.items()}
+    for model in models.values():
+        model.encode(texts[:2], normalize_embeddings=True, show_progress_bar=False)  # warm-up
+    seconds = {name: np.empty(len(texts)) for name in models}
+    for row, text in enumerate(texts):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.encode([text], normalize_embeddings=True, show_progress_bar=False)
+            seconds[name][row] = time.perf_counter() - start
+    return seconds
+
+
 def replay_model(model_name: str, model_path: str, entries: list[dict], sizes: list[dict], lookups: dict,
                  exclusions: list[np.ndarray], equivalence: EquivalenceIndex, threshold: float | None,
-                 args, client, timings: dict) -> dict:
+                 args, client, timings: dict, embed_seconds: np.ndarray) -> dict:
     model = load_model(model_path)
     start = time.perf_counter()
     entry_vectors = encode(model, [entry["text"] for entry in entries], args.batch_size)
@@ -294,10 +306,7 @@ def replay_model(model_name: str, model_path: str, entries: list[dict], sizes: l
     repeat_vectors = encode(model, [lookup["text"] for lookup in lookups["repeats"]], args.batch_size)
     novel_vectors = encode(model, [lookup["text"] for lookup in lookups["novel"]], args.batch_size)
     timings[f"{model_name}_encode_lookups_seconds"] = time.perf_counter() - start
-    rng = np.random.default_rng(args.seed)
-    all_lookup_texts = [lookup["text"] for lookup in lookups["repeats"] + lookups["novel"]]
-    sample = rng.choice(len(all_lookup_texts), size=min(args.latency_samples, len(all_lookup_texts)), replace=False)
-    embed_seconds = embed_latency(model, [all_lookup_texts[i] for i in sample])
+    sample = latency_sample(lookups, args)
     latency_vectors = np.concatenate([repeat_vectors, novel_vectors])[sample]
     LOG.info("%s: %d cached questions and %d + %d lookups encoded", model_name, len(entries),
              len(repeat_vectors), len(novel_vectors))
@@ -485,7 +494,10 @@ def render_markdown(metrics: dict) -> str:
                     f"{'exact' if index_type == 'FLAT' else _pct(differs, 2)} | "
                     f"{_num(bound.get('threshold'))}{'' if bound.get('met', True) else ' (not met)'} | "
                     f"{_pct(bound.get('repeat_hit_rate'))} |")
-    lines += ["", f"Runtime: {metrics['runtime_seconds']['total']:.0f} s on {metrics['settings']['threads']} threads.", ""]
+    lines += ["", ("Embedding latency: one question at a time, the models taking turns question by question (so the "
+              "two compare); search latency: one query per call, measured one model and index after the other. "
+              "Milvus Lite is a pure-Python engine in the replay's own process, not a production Milvus server."),
+              "", f"Runtime: {metrics['runtime_seconds']['total']:.0f} s on {metrics['settings']['threads']} threads.", ""]
     return "\n".join(lines)
 
 
@@ -596,10 +608,11 @@ def main(argv=None) -> int:
     results = {}
     try:
         client = open_client(str(workdir / "cache.db"))
-        paths = {"base": args.base_model, "adapter": args.adapter_model}
+        paths = {model: {"base": args.base_model, "adapter": args.adapter_model}[model] for model in args.models}
+        embed_seconds = embed_latencies(paths, lookups, args)
         for model in args.models:
             results[model] = replay_model(model, paths[model], entries, sizes, lookups, exclusions, equivalence,
-                                          thresholds[model], args, client, timings)
+                                          thresholds[model], args, client, timings, embed_seconds[model])
         client.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -197,3 +197,37 @@ def evaluate(config: dict, domain: str, external: dict[str, str]) -> dict:
         "max-calibration-triplets": settings_of["max_calibration_triplets"],
         "external": [f"{name}={path}" for name, path in sorted(external.items())],
     }
+
+
+def router_category(config: dict, domain: str) -> str:
+    return config["domains"][domain].get("router_category") or domain
+
+
+def deploy(config: dict, domain: str) -> dict:
+    hnsw = config["replay"]["hnsw"]
+    return {
+        "domain": domain,
+        "router-category": router_category(config, domain),
+        "hnsw-m": hnsw["M"],
+        "hnsw-ef-construction": hnsw["ef_construction"],
+        "hnsw-ef": hnsw["ef"],
+    }
+
+
+def replay(config: dict, domain: str) -> dict:
+    settings_of, evaluate_of = config["replay"], config["evaluate"]
+    return {
+        "sizes": settings_of["sizes"],
+        "index-types": settings_of["index_types"],
+        "hnsw-m": settings_of["hnsw"]["M"],
+        "hnsw-ef-construction": settings_of["hnsw"]["ef_construction"],
+        "hnsw-ef": settings_of["hnsw"]["ef"],
+        "max-lookups": settings_of["max_lookups"],
+        "latency-samples": settings_of["latency_samples"],
+        "search-limit": settings_of["search_limit"],
+        "seed": settings_of["seed"],
+        "batch-size": evaluate_of["batch_size"],
+        "max-wrong-share": evaluate_of["max_wrong_share"],
+        "repeat-share": evaluate_of["cache"]["repeat_share"],
+        "equivalence": equivalence_mode(config, domain),
+    }

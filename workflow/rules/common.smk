@@ -96,7 +96,10 @@ def all_targets():
             f"results/{domain}/eval/metrics.json",
             f"results/{domain}/report.html",
             f"results/{domain}/model_card.md",
+            f"models/{domain}/deploy",
         ]
+        if config["replay"]["in_all"]:
+            targets.append(f"results/{domain}/replay/metrics.json")
     return targets
 
 
@@ -137,7 +140,8 @@ def domain_spec(wildcards):
 
 def generate_inputs(wildcards):
     """The split, plus the forms bank (structure) or the domain's prompt spec (LLM backends).
-    Project files are local(): read from the project even when outputs live in remote storage."""
+    Project files are local(): read from the project even when outputs live in remote storage.
+    """
     inputs = {"split": f"results/{wildcards.domain}/splits/{wildcards.split}.jsonl"}
     if generate_backend(wildcards.domain) == "structure":
         inputs["forms"] = local(project_path(config["generate"]["structure"]["forms"]))
@@ -354,3 +358,19 @@ def train_base_model_local_path():
     if not local_path or local_path.startswith("package:"):
         return local_path
     return project_path(local_path)
+
+
+# ---- deploy and replay --------------------------------------------------------------------------
+
+
+def deploy_settings(wildcards):
+    return step_settings.deploy(config, wildcards.domain)
+
+
+def replay_settings(wildcards):
+    return step_settings.replay(config, wildcards.domain)
+
+
+def replay_mem_mb(wildcards):
+    # Embeddings of up to ~140k cached questions per model, plus the in-process Milvus Lite copy.
+    return 12000 if "train_paraphrases" in config["replay"]["sizes"] else 6000

@@ -74,8 +74,9 @@ def test_every_key_has_a_description_and_every_optional_leaf_a_default():
     assert len(keys) > 80
     no_description = [path for path, key, _ in keys if not key.get("description", "").strip()]
     assert not no_description, f"keys without a description in {SCHEMA_PATH}: {no_description}"
-    # The one optional leaf without a default: when it is absent, generate.backend applies.
-    unset_on_purpose = {"domains.<name>.backend"}
+    # Optional leaves without a default on purpose: when absent, generate.backend applies, and the
+    # router category is the domain's name.
+    unset_on_purpose = {"domains.<name>.backend", "domains.<name>.router_category"}
     no_default = [
         path for path, key, required in keys if "default" not in key and not required and path not in unset_on_purpose
     ]

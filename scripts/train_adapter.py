@@ -26,12 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
-from cache_embed.files import dumps, make_readable, read_json, read_jsonl, sha256_file, write_json
+from cache_embed.files import dumps, make_readable, read_json, sha256_file, write_json
 from cache_embed.paths import shareable_path
 from cache_embed.text import comparison_key
+from cache_embed.triplets import TRIPLET_FIELDS, read_triplets
 
 LOG = logging.getLogger("train_adapter")
-TRIPLET_FIELDS = ("anchor", "positive", "negative")
 TRAINING_LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "datasets", "accelerate")
 LOSSES = ("mnrl", "cached_mnrl", "gist")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -120,18 +120,9 @@ def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: fl
     Degenerate triplets (negative equal to anchor or positive, positive equal to nothing new)
     are dropped and counted; more than max_drop_fraction of them fails the run."""
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path}: triplet file not found; run the generate step first")
     kept, dropped, total = [], {}, 0
-    for line_number, record in enumerate(read_jsonl(path), start=1):
+    for _, record in read_triplets(path):
         total += 1
-        for field in TRIPLET_FIELDS:
-            value = record.get(field)
-            if not isinstance(value, str) or not value.strip():
-                raise PipelineError(
-                    f"{path}: record {line_number} (id {record.get('id', '?')}): field {field!r} must be a "
-                    "non-empty string; regenerate the triplets or remove that record"
-                )
         keys = {field: comparison_key(record[field]) for field in TRIPLET_FIELDS}
         reason = None
         if keys["negative"] in (keys["anchor"], keys["positive"]):

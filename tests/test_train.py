@@ -253,7 +253,7 @@ def test_bad_triplet_record_names_file_and_record(tmp_path, base_dir):
         train,
         [{"id": "a", "anchor": "q?", "positive": "p", "negative": "n"}, {"id": "b", "anchor": "q2?", "positive": "p2"}],
     )
-    with pytest.raises(PipelineError, match=r"record 2 \(id b\): field 'negative'"):
+    with pytest.raises(PipelineError, match=r"triplet 2 \(id b\) has no text in 'negative'"):
         train_adapter.main(
             [
                 "--train-data",

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from cache_embed.cli import PipelineError
-from cache_embed.files import read_jsonl, read_jsonl_numbered
+from cache_embed.files import read_jsonl_numbered
 from cache_embed.focus_groups import group_of_record
 from cache_embed.text import comparison_key, stable_id
+from cache_embed.triplets import read_triplets
 
 TRUE_LABELS = {"1", "1.0", "true", "yes"}
 FALSE_LABELS = {"0", "0.0", "false", "no"}
@@ -21,16 +22,7 @@ EXTERNAL_COLUMNS = ("question_1", "question_2", "label")
 
 
 def load_triplets(path: str | Path) -> list[dict]:
-    triplets = []
-    for number, record in enumerate(read_jsonl(path), start=1):
-        for field in ("anchor", "positive", "negative"):
-            value = record.get(field)
-            if not isinstance(value, str) or not value.strip():
-                raise PipelineError(
-                    f"{path}: triplet {number} (id {record.get('id', '?')}) has no text in '{field}';"
-                    " regenerate the triplets or remove that record"
-                )
-        triplets.append(record)
+    triplets = [record for _, record in read_triplets(path)]
     if not triplets:
         raise PipelineError(f"{path}: no triplets to evaluate; check the generation step's stats")
     return triplets

@@ -173,8 +173,9 @@ def test_aws_profile_on_slurm_with_s3_storage(slurm, s3, tmp_path, medquad_archi
     # training: one GPU on a g5.2xlarge, with the profile's CPUs and memory
     (train,) = rules["train_adapter"]
     assert train["gpus"] == 1 and train["NumCPUs"] == "6" and train["MinMemoryNode"] == "28000M", train
-    # generation: a whole g5.12xlarge's worth of the profile's request; each job's command passes
-    # the GPUs it was given to the script as --tensor-parallel
+    # generation: a whole g5.12xlarge's worth of the profile's CPUs and memory; GPUs as the rule asked
+    # for them (none with this run's structure backend; the vllm backend's gpu=4 and tensor-parallel 4
+    # are checked in the aws-g5 dry-run plan, tests/test_profiles.py)
     generation = rules["generate_triplets"]
     assert len(generation) == 2 * 2  # train and val splits, 2 shards each
     for job in generation:
@@ -182,7 +183,10 @@ def test_aws_profile_on_slurm_with_s3_storage(slurm, s3, tmp_path, medquad_archi
         resources = re.search(r"resources: (.*)", job["log"]).group(1)
         asked = int(re.search(r"\bgpu=(\d+)", resources).group(1)) if "gpu=" in resources else 0
         assert job["gpus"] == asked, (job, resources)
-        assert re.search(r"--tensor-parallel \d+", job["log"]), job["log"][-3000:]
+        if asked:  # the vllm backend: tensor parallelism over the GPUs the job got
+            assert f"--tensor-parallel {asked} " in job["log"], job["log"][-3000:]
+        else:  # the structure backend asks for no GPU and takes no tensor-parallel flag
+            assert "--backend structure" in job["log"] and "--tensor-parallel" not in job["log"], job["log"][-3000:]
     print("SLURM jobs:", {rule: [(j["Partition"], j["gpus"]) for j in js][:1] for rule, js in rules.items()})
 
     # ---- S3: the outputs are in the bucket, nothing else was written locally

@@ -81,45 +81,33 @@ def test_full_local_run_produces_every_output(finished_run):
     assert planned_jobs(run_snakemake(finished_run, *quick_args("-n", *FINAL))) == {}
 
 
+# What each step's outputs feed, in this workflow's DAG (checked against Snakemake's own plan below).
+AFTER_EVALUATION = {"evaluate_adapter", "model_card", "export_deploy", "report"}
+AFTER_TRAINING = {"train_adapter", "merge_adapter"} | AFTER_EVALUATION
+AFTER_GENERATION = {"generate_triplets", "gather_triplets", "split_val_triplets"} | AFTER_TRAINING
+AFTER_SPLIT = {"split_queries"} | AFTER_GENERATION
+
+
 @pytest.mark.parametrize(
     "change, expected, recorded",
     [
-        (
-            "split: {train: 0.75, val: 0.15, test: 0.1}",
-            {
-                "split_queries",
-                "generate_triplets",
-                "gather_triplets",
-                "train_adapter",
-                "merge_adapter",
-                "evaluate_adapter",
-                "report",
-            },
-            "results/medical/splits/train.jsonl",
-        ),
-        (
-            "generate: {paraphrases: 2}",
-            {"generate_triplets", "gather_triplets", "train_adapter", "merge_adapter", "evaluate_adapter", "report"},
-            "results/medical/triplets/shards/train/0-of-2.jsonl",
-        ),
-        (
-            "train: {learning_rate: 1.0e-4}",
-            {"train_adapter", "merge_adapter", "evaluate_adapter", "report"},
-            "models/medical/adapter",
-        ),
+        ("split: {train: 0.75, val: 0.15, test: 0.1}", AFTER_SPLIT, "results/medical/splits/train.jsonl"),
+        ("generate: {paraphrases: 2}", AFTER_GENERATION, "results/medical/triplets/shards/train/0-of-2.jsonl"),
+        ("train: {learning_rate: 1.0e-4}", AFTER_TRAINING, "models/medical/adapter"),
         # A value another training setting already has (weight_decay 0.01), while the old one stays among
         # them (warmup_ratio 0.1): a set of unnamed params would not see this change.
-        (
-            "train: {lora: {dropout: 0.01}}",
-            {"train_adapter", "merge_adapter", "evaluate_adapter", "report"},
-            "models/medical/adapter",
-        ),
+        ("train: {lora: {dropout: 0.01}}", AFTER_TRAINING, "models/medical/adapter"),
         (
             "generate: {structure: {max_synonym_words: 6}}",
-            {"generate_triplets", "gather_triplets", "train_adapter", "merge_adapter", "evaluate_adapter", "report"},
+            AFTER_GENERATION,
             "results/medical/triplets/shards/test/1-of-2.jsonl",
         ),
-        ("evaluate: {thresholds: [0.75, 0.8]}", {"evaluate_adapter", "report"}, "results/medical/eval/metrics.json"),
+        ("evaluate: {thresholds: [0.75, 0.8]}", AFTER_EVALUATION, "results/medical/eval/metrics.json"),
+        (
+            "evaluate: {calibrate_fraction: 0.4}",
+            {"split_val_triplets"} | AFTER_TRAINING,
+            "results/medical/triplets/val_select.jsonl",
+        ),
     ],
 )
 def test_config_change_reruns_exactly_the_affected_rules(finished_run, tmp_path, change, expected, recorded):
@@ -157,14 +145,7 @@ def test_editing_a_library_module_reruns_the_steps_that_import_it(finished_run, 
     module = project / "scripts" / "cache_embed" / "structure_generator.py"
     module.write_text(module.read_text() + "\n# an edit\n")
     result = run_snakemake(project, *quick_args("-n", *FINAL))
-    assert set(planned_jobs(result)) == {
-        "generate_triplets",
-        "gather_triplets",
-        "train_adapter",
-        "merge_adapter",
-        "evaluate_adapter",
-        "report",
-    }
+    assert set(planned_jobs(result)) == AFTER_GENERATION
 
 
 def test_editing_a_script_reruns_its_rule_onward(finished_run, tmp_path):
@@ -172,15 +153,7 @@ def test_editing_a_script_reruns_its_rule_onward(finished_run, tmp_path):
     script = project / "scripts" / "split_queries.py"
     script.write_text(script.read_text() + "\n# an edit\n")
     result = run_snakemake(project, *quick_args("-n", *FINAL))
-    assert set(planned_jobs(result)) == {
-        "split_queries",
-        "generate_triplets",
-        "gather_triplets",
-        "train_adapter",
-        "merge_adapter",
-        "evaluate_adapter",
-        "report",
-    }
+    assert set(planned_jobs(result)) == AFTER_SPLIT
     split_job = re.search(r"^rule split_queries:\n(.*?)^Shell command", result.stdout, re.MULTILINE | re.DOTALL)
     assert split_job and "scripts/split_queries.py" in split_job.group(1).split("reason:", 1)[1], result.stdout[-3000:]
 

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
 from cache_embed.equivalence import EquivalenceIndex
 from cache_embed.files import atomic_output, read_json, read_jsonl, write_json
 from cache_embed.text import comparison_key
-from cache_embed.vector_cache import IndexSpec, MilvusVectorCache, exact_nearest, library_versions, open_client
+from cache_embed.vector_cache import MILVUS_LIBRARIES, IndexSpec, MilvusVectorCache, exact_nearest, open_client
 
 LOG = logging.getLogger("replay_cache")
 SIZE_TIERS = ("test_anchors", "medquad", "train_paraphrases")
@@ -733,7 +733,7 @@ def main(argv=None) -> int:
                 "threads",
             )
         },
-        "milvus": {**library_versions(), "uri": "Milvus Lite (local file)", "metric_type": "COSINE"},
+        "milvus": {**library_versions(MILVUS_LIBRARIES), "uri": "Milvus Lite (local file)", "metric_type": "COSINE"},
         "thresholds": {**thresholds, "source": "recommended_threshold.<model>.threshold of the evaluation metrics"},
         "max_wrong_share": args.max_wrong_share,
         "repeat_share": args.repeat_share,

@@ -35,16 +35,7 @@ class IndexSpec:
         raise ValueError(f"unsupported index type {index_type!r}; use one of {INDEX_TYPES}")
 
 
-def library_versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for name in ("pymilvus", "milvus-lite"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+MILVUS_LIBRARIES = ("pymilvus", "milvus-lite")
 
 
 class MilvusVectorCache:

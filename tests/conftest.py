@@ -146,3 +146,27 @@ def medquad_splits(tmp_path_factory, medquad_archive) -> Path:
         == 0
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def random_lora_adapter(tmp_path_factory, l6_model_path) -> Path:
+    """A LoRA adapter on the real L6 model with random (non-zero) weights: it moves the embeddings,
+    which is all that shape and export tests need; quality is not the point."""
+    import torch
+    from peft import LoraConfig
+    from sentence_transformers import SentenceTransformer
+
+    torch.manual_seed(0)
+    model = SentenceTransformer(l6_model_path)
+    model.add_adapter(
+        LoraConfig(
+            task_type="FEATURE_EXTRACTION",
+            r=4,
+            lora_alpha=8,
+            target_modules=["query", "value"],
+            init_lora_weights=False,
+        )
+    )
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    model.save_pretrained(str(out))
+    return out

@@ -4,6 +4,7 @@ adapter embeddings; the router fragment carries exactly metrics.json's deploy th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import export_deploy
 import merge_adapter
@@ -25,27 +26,9 @@ SENTENCES = [
 THRESHOLD = 0.8123456
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory, l6_model_path):
-    """A LoRA adapter on the real L6 model with random (non-zero) weights, so it moves the embeddings."""
-    import torch
-    from peft import LoraConfig
-    from sentence_transformers import SentenceTransformer
-
-    torch.manual_seed(3)
-    model = SentenceTransformer(l6_model_path)
-    model.add_adapter(
-        LoraConfig(
-            task_type="FEATURE_EXTRACTION",
-            r=4,
-            lora_alpha=8,
-            target_modules=["query", "value"],
-            init_lora_weights=False,
-        )
-    )
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    model.save_pretrained(str(out))
-    return out
+@pytest.fixture(scope="session")
+def adapter(random_lora_adapter) -> Path:
+    return random_lora_adapter
 
 
 @pytest.fixture(scope="module")

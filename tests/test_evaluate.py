@@ -509,27 +509,8 @@ def build_triplets(records: list[dict], limit: int, seed: int = 0) -> list[dict]
 
 
 @pytest.fixture(scope="session")
-def tiny_adapter(tmp_path_factory, l6_model_path) -> Path:
-    """A LoRA adapter on the real L6 model with random (non-zero) weights: it changes the
-    embeddings, which is all the shape tests need; quality is not the point here."""
-    import torch
-    from peft import LoraConfig
-    from sentence_transformers import SentenceTransformer
-
-    torch.manual_seed(0)
-    model = SentenceTransformer(l6_model_path)
-    model.add_adapter(
-        LoraConfig(
-            task_type="FEATURE_EXTRACTION",
-            r=4,
-            lora_alpha=8,
-            target_modules=["query", "value"],
-            init_lora_weights=False,
-        )
-    )
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    model.save_pretrained(str(out))
-    return out
+def tiny_adapter(random_lora_adapter) -> Path:
+    return random_lora_adapter
 
 
 @pytest.fixture(scope="session")

@@ -86,10 +86,15 @@ def copy_project(destination: Path, archive: Path | None = None) -> Path:
     return destination
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """Run the real snakemake CLI of this interpreter's environment in `workdir`."""
+def run_snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: int = 1800, path_first: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI of this interpreter's environment in `workdir`. Its jobs' shell
+    commands find `python` and other programs on PATH: this environment's, or `path_first`'s before it
+    (Snakemake itself, also inside a SLURM job, runs on this interpreter by its absolute path)."""
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    first = [str(path_first)] if path_first is not None else []
+    env["PATH"] = os.pathsep.join([*first, str(Path(sys.executable).parent), env.get("PATH", "")])
     command = [str(Path(sys.executable).parent / "snakemake"), "--cores", "2", *args]
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
@@ -170,3 +175,61 @@ def random_lora_adapter(tmp_path_factory, l6_model_path) -> Path:
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     model.save_pretrained(str(out))
     return out
+
+
+# ---- the vLLM-on-CPU venv (.ci/setup-vllm.sh) and a tiny model for it
+
+VLLM_PYTHON = Path(os.environ.get("VLLM_PYTHON", PROJECT_ROOT / ".venv-vllm" / "bin" / "python"))
+
+
+def vllm_env() -> dict:
+    """This process's environment plus what vLLM on the CPU needs: offline, a small KV cache, no telemetry."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: plenty for a tiny model
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The vLLM venv's interpreter. Without it the real vLLM tests are skipped, except under CI=true
+    (where .ci/run creates it) where that is a failure."""
+    if not VLLM_PYTHON.exists():
+        message = f"no vLLM venv at {VLLM_PYTHON}: run .ci/setup-vllm.sh (or set VLLM_PYTHON) for the real vLLM tests"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return VLLM_PYTHON
+
+
+def build_tiny_qwen(vllm_python: Path, out: Path, hidden_size: int) -> Path:
+    subprocess.run(
+        [str(vllm_python), str(PROJECT_ROOT / "tests" / "tiny_qwen.py"), str(out), str(hidden_size)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=vllm_env(),
+    )
+    assert (out / "model.safetensors").exists() and (out / "chat_template.jinja").exists()
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(vllm_python, tmp_path_factory) -> Path:
+    """A tiny random Qwen2 chat model (2 attention heads), built offline with the vLLM venv's
+    transformers (tests/tiny_qwen.py)."""
+    return build_tiny_qwen(vllm_python, tmp_path_factory.mktemp("tiny_qwen"), 128)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_4_heads_dir(vllm_python, tmp_path_factory) -> Path:
+    """The same with 4 attention heads, so that vLLM can split it over 4 tensor-parallel ranks."""
+    return build_tiny_qwen(vllm_python, tmp_path_factory.mktemp("tiny_qwen_4_heads"), 256)

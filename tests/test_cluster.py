@@ -7,12 +7,15 @@ One run covers the cluster path the README promises (`snakemake --profile profil
 * S3: default storage in a bucket of moto's S3 server on 127.0.0.1, credentials reaching the jobs
   only through the environment.
 The profile is used as is. What differs on this machine is given on the command line: a config file
-(the structure backend, as there is no vLLM in this environment; the packaged L6 model, as there is
-no hub; the MedQuAD archive from a local file), `--sdm env-modules` (no conda: software from the
+(the structure backend, so that the whole pipeline runs in minutes; the packaged L6 model, as there
+is no hub; the MedQuAD archive from a local file), `--sdm env-modules` (no conda: software from the
 active environment), a shorter first status check and fewer parallel jobs.
+A second run covers the vllm backend through the same profile and cluster: one generation job, the
+tiny random Qwen2 on vLLM's CPU build (.ci/setup-vllm.sh), at tensor-parallel 4 over the 4 GPUs
+the job got on `g5-12xlarge`.
 What each job asked SLURM for is read back from SLURM (`scontrol show job`).
 
-Without SLURM the test is skipped, except under CI=true where that is a failure."""
+Without SLURM (or the vLLM venv) the tests are skipped, except under CI=true where that is a failure."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from pathlib import Path
 import pytest
 from local_s3 import moto_server
 
-from conftest import PROJECT_ROOT, copy_project, run_snakemake
+from conftest import PROJECT_ROOT, copy_project, run_snakemake, vllm_env
 
 TARGET = "models/medical/adapter"
 TINY_CONFIG = PROJECT_ROOT / "tests" / "data" / "tiny.yaml"
@@ -174,8 +177,8 @@ def test_aws_profile_on_slurm_with_s3_storage(slurm, s3, tmp_path, medquad_archi
     (train,) = rules["train_adapter"]
     assert train["gpus"] == 1 and train["NumCPUs"] == "6" and train["MinMemoryNode"] == "28000M", train
     # generation: a whole g5.12xlarge's worth of the profile's CPUs and memory; GPUs as the rule asked
-    # for them (none with this run's structure backend; the vllm backend's gpu=4 and tensor-parallel 4
-    # are checked in the aws-g5 dry-run plan, tests/test_profiles.py)
+    # for them (none with this run's structure backend; the vllm backend's 4 GPUs and tensor-parallel 4
+    # are run on SLURM in test_aws_profile_vllm_generation_on_slurm_runs_tensor_parallel_four)
     generation = rules["generate_triplets"]
     assert len(generation) == 2 * 2  # train and val splits, 2 shards each
     for job in generation:
@@ -220,3 +223,122 @@ def test_aws_profile_on_slurm_with_s3_storage(slurm, s3, tmp_path, medquad_archi
     assert not outside, outside[:20]
     assert not (project / "models").exists()
     assert not [path for path in (project / "results").rglob("*") if not path.is_dir()]
+
+
+# The vllm backend through the same profile: one generation job of one small shard, with the tiny
+# random Qwen2 of tests/tiny_qwen.py (4 attention heads, so 4 ranks can split it) on vLLM's CPU build.
+VLLM_SHARD = "results/medical/triplets/shards/train/0-of-1"
+TINY_QWEN_REVISION = "tiny-qwen-offline-r1"
+VLLM_QUERIES = 12
+RANDOM_MODEL_FAILURES = {"truncated", "parse_error", "schema_error"}
+
+
+def test_aws_profile_vllm_generation_on_slurm_runs_tensor_parallel_four(
+    slurm, vllm_python, tiny_qwen_4_heads_dir, medquad_splits, tmp_path, monkeypatch
+):
+    """`snakemake --profile profiles/aws-g5` with the vllm backend: the generation job of one shard
+    asks SLURM for a g5.12xlarge's 4 GPUs, and vLLM runs tensor-parallel 4 in it and writes triplets.
+
+    What differs from the cluster is again only on the command line and in the environment: a config
+    file (the vllm backend with the tiny model from a local folder; one shard of a few queries, each
+    answer 1 paraphrase and 1 negative), one thread for the job's programs (2 cores here, not 48; the
+    SLURM request keeps the profile's 32 CPUs), `--sdm env-modules`, and the vLLM venv's `bin` first on PATH
+    for the job's `python`, as activating the rule's conda environment (envs/generate.yaml) does on
+    the cluster. vLLM's CPU build stands in for the 4 GPUs: 4 tensor-parallel worker ranks on this
+    machine's 2 cores (VLLM_CPU_OMP_THREADS_BIND). The split is the real one, seeded in the project,
+    and only generate_triplets may run (`--allowed-rules`), so SLURM runs exactly this one job.
+
+    Under structured outputs every answer of the random model is schema-valid JSON unless max_tokens
+    cuts it off; a short max_tokens keeps the run short (each token is a step of all 4 ranks on 2
+    cores), so some answers are cut off (counted failures) and the others become triplets (25 of 64
+    answers fitted in 96 tokens here, so all 12 cut off at 128 tokens is a chance below 1 in 300;
+    on this machine the run is deterministic: 6 of 12 queries give triplets)."""
+    project = copy_project(tmp_path / "project")
+    splits = project / "results" / "medical" / "splits"
+    splits.mkdir(parents=True)
+    shutil.copy(medquad_splits / "train.jsonl", splits / "train.jsonl")
+    (project / "this-machine.yaml").write_text(
+        "# What differs on the CI machine from the AWS cluster (the profile is used as is).\n"
+        "generate:\n"
+        f"  backend: vllm\n  shards: 1\n  max_queries: {VLLM_QUERIES}\n  batch_size: {VLLM_QUERIES}\n"
+        "  paraphrases: 1\n  negatives: 1\n  max_retries: 0\n  min_yield: 0.05\n"
+        "  sampling:\n    max_tokens: 128\n"
+        f"  vllm:\n    model: {tiny_qwen_4_heads_dir}\n    revision: {TINY_QWEN_REVISION}\n    dtype: bfloat16\n",
+        encoding="utf-8",
+    )
+    # The job's environment is this one (sbatch passes it on): vLLM on the CPU, offline.
+    for name, value in vllm_env().items():
+        if name.startswith(("VLLM_", "HF_", "TRANSFORMERS_")) or name == "DO_NOT_TRACK":
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1|0|1")  # a core per rank: 4 ranks on 2 cores
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in the step's process: faster start
+    started = time.monotonic()
+    result = run_snakemake(
+        project,
+        f"{VLLM_SHARD}.jsonl",
+        "--profile",
+        "profiles/aws-g5",
+        "--configfiles",
+        "config/config.yaml",
+        "this-machine.yaml",
+        "--allowed-rules",
+        "generate_triplets",
+        # 2 cores here: with the profile's 32 threads (OMP_NUM_THREADS=2 on this machine) vLLM's engine
+        # process competes with its 4 ranks and each token takes 7 times as long
+        "--set-threads",
+        "generate_triplets=1",
+        "--jobs",
+        "1",
+        "--retries",
+        "0",
+        # the plugin checks at 5, 20, 45, 80 s...: the job takes about 70 s here
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        "--slurm-keep-successful-logs",
+        "--sdm",
+        "env-modules",  # last: --sdm takes several values
+        timeout=900,
+        path_first=vllm_python.parent,
+    )
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    print(f"aws-g5 profile on SLURM, vllm backend at tensor-parallel 4, {VLLM_SHARD}: {elapsed:.1f} s")
+
+    # ---- SLURM: one job; what it asked for and got, from SLURM itself
+    (job_id,) = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    job = scontrol_job(job_id)
+    assert job["Comment"].startswith("rule_generate_triplets_wildcards_"), job
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+    assert job["Partition"] == "g5-12xlarge" and job["TresPerJob"] == "gres:gpu:4", job
+    assert job["NumCPUs"] == "32" and job["MinMemoryNode"] == "180000M", job
+    # the job's log: the rule asked for 4 GPUs and passed them on as the tensor-parallel size
+    slurm_log = Path(job["StdOut"]).read_text(encoding="utf-8", errors="replace")
+    assert re.search(r"resources: .*\bgpu=4\b", slurm_log), slurm_log[-3000:]
+    command = re.compile(r"python \S*generate_triplets\.py .*--backend vllm .*--tensor-parallel 4 ")
+    assert command.search(slurm_log), slurm_log[-3000:]
+
+    # ---- the step's own log, written in the job: vLLM (so the vLLM venv's python) at tensor-parallel 4
+    step_log = (project / "logs/medical/generate_triplets/train/0-of-1.log").read_text(encoding="utf-8")
+    tail = step_log[-4000:]
+    assert f"model {tiny_qwen_4_heads_dir} (revision {TINY_QWEN_REVISION}), tensor_parallel 4," in step_log, tail
+    # vLLM's own engine configuration and its 4 tensor-parallel ranks
+    assert re.search(r"'tensor_parallel_size': 4\b", step_log), tail
+    assert re.search(r"world_size=4, local_world_size=4", step_log), tail
+    ranks = re.findall(r"\bworld_size=4 rank=(\d+) ", step_log)
+    assert sorted(ranks) == ["0", "1", "2", "3"], tail
+    assert re.search(r"rank 0 in world size 4 is assigned as .*\bTP rank 0\b", step_log), tail
+    assert re.search(r"vLLM engine started in [0-9.]+ s", step_log), tail
+
+    # ---- the shard: triplets from vLLM with the configured model; cut-off answers counted as failures
+    stats = json.loads((project / f"{VLLM_SHARD}.stats.json").read_text(encoding="utf-8"))
+    records = [json.loads(line) for line in (project / f"{VLLM_SHARD}.jsonl").open(encoding="utf-8")]
+    assert stats["backend"] == "vllm" and stats["model"] == str(tiny_qwen_4_heads_dir), stats
+    assert stats["model_revision"] == TINY_QWEN_REVISION and stats["queries"] == VLLM_QUERIES, stats
+    assert set(stats["failures"]) <= RANDOM_MODEL_FAILURES, stats
+    assert records and stats["triplets"] == len(records) and stats["queries_with_triplets"] >= 1, stats
+    assert stats["queries_with_triplets"] + sum(stats["failures"].values()) <= VLLM_QUERIES, stats
+    for record in records:
+        assert record["backend"] == "vllm" and record["model"] == str(tiny_qwen_4_heads_dir), record
+        assert record["model_revision"] == TINY_QWEN_REVISION and record["split"] == "train", record
+        assert (record["positive_kind"], record["negative_kind"]) == ("llm_paraphrase", "llm_hard_negative"), record
+    print(f"vllm on SLURM: {len(records)} triplets from {VLLM_QUERIES} queries, failures {stats['failures']}")

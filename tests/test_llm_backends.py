@@ -51,7 +51,7 @@ from cache_embed.triplet_quality import near_copy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openai_test_server import CannedServer  # noqa: E402
 
-from conftest import step_argv  # noqa: E402
+from conftest import step_argv, vllm_env  # noqa: E402
 
 VLLM = {"backend": "vllm"}
 OPENAI = {"backend": "openai"}
@@ -59,7 +59,6 @@ OPENAI = {"backend": "openai"}
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = PROJECT_ROOT / "resources" / "domains"
 DOMAIN_NAMES = ("medical", "programming", "legal", "financial")
-VLLM_PYTHON = Path(os.environ.get("VLLM_PYTHON", PROJECT_ROOT / ".venv-vllm" / "bin" / "python"))
 FAILURE_OF_RANDOM_MODEL = {"truncated", "parse_error", "schema_error"}
 
 
@@ -338,45 +337,6 @@ def test_openai_backend_connection_refused_is_counted():
 # --------------------------------------------------------------------------- vLLM for real on the CPU
 
 
-def _vllm_env() -> dict:
-    env = dict(os.environ)
-    env.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: plenty for a tiny model
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-        }
-    )
-    return env
-
-
-@pytest.fixture(scope="session")
-def vllm_python() -> Path:
-    if not VLLM_PYTHON.exists():
-        pytest.skip(
-            f"no vLLM venv at {VLLM_PYTHON}: run .ci/setup-vllm.sh (or set VLLM_PYTHON) for the real vLLM tests"
-        )
-    return VLLM_PYTHON
-
-
-@pytest.fixture(scope="session")
-def tiny_qwen_dir(vllm_python, tmp_path_factory) -> Path:
-    """A tiny random Qwen2 chat model, built offline with the vLLM venv's transformers."""
-    out = tmp_path_factory.mktemp("tiny_qwen")
-    subprocess.run(
-        [str(vllm_python), str(PROJECT_ROOT / "tests" / "tiny_qwen.py"), str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=_vllm_env(),
-    )
-    assert (out / "model.safetensors").exists() and (out / "chat_template.jinja").exists()
-    return out
-
-
 def _assert_chatml_prompt(log: str, split: Path) -> None:
     assert "first rendered prompt (chat template applied)" in log
     prompt = log.split("first rendered prompt (chat template applied):\n", 1)[1]
@@ -446,7 +406,7 @@ def test_vllm_backend_real_engine_on_cpu_counts_random_model_garbage(
         "--seed",
         "5",
     ]
-    env = _vllm_env()
+    env = vllm_env()
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in-process: ~20 s faster start on 2 cores
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env, cwd=PROJECT_ROOT)
@@ -502,7 +462,7 @@ def real_vllm_server(vllm_python, tiny_qwen_dir, tmp_path_factory):
     ]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=_vllm_env(), start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True
         )
     base_url = f"http://127.0.0.1:{port}/v1"
     started = time.monotonic()
@@ -724,7 +684,7 @@ def test_vllm_backend_real_engine_writes_schema_valid_triplets(vllm_python, tiny
         "--min-yield",
         "0.7",
     ]
-    env = _vllm_env()
+    env = vllm_env()
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env, cwd=PROJECT_ROOT)

@@ -7,7 +7,10 @@ Qwen2ForCausalLM with random weights is saved beside it (safetensors, about 0.5 
 
 The model's answers are random junk: that is the point (the failure paths are real).
 
-    python tests/tiny_qwen.py OUTDIR        # or build_tiny_qwen(OUTDIR) from Python
+    python tests/tiny_qwen.py OUTDIR [HIDDEN_SIZE]   # or build_tiny_qwen(OUTDIR) from Python
+
+Attention heads are HIDDEN_SIZE / 64 (default 128: 2 heads), with one KV head; vLLM's
+tensor-parallel size must divide the number of heads (256: 4 heads, tensor-parallel 4).
 """
 
 from __future__ import annotations
@@ -100,10 +103,10 @@ def build_tiny_qwen(outdir: str | Path, hidden_size: int = 128, seed: int = 0) -
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python tests/tiny_qwen.py OUTDIR", file=sys.stderr)
+    if len(argv) not in (1, 2):
+        print("usage: python tests/tiny_qwen.py OUTDIR [HIDDEN_SIZE]", file=sys.stderr)
         return 2
-    path = build_tiny_qwen(argv[0])
+    path = build_tiny_qwen(argv[0], *(int(size) for size in argv[1:]))
     print(path)
     return 0
 

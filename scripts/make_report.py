@@ -23,6 +23,7 @@ from cache_embed.numbers import fmt as fmt_number
 from cache_embed.numbers import interval, pct
 from cache_embed.numbers import signed as signed_text
 from cache_embed.paths import shareable_path
+from cache_embed.seed_spread import HIGHER_IS_BETTER, seed_spread
 
 LOG = logging.getLogger("make_report")
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -383,6 +384,51 @@ def section_answer(metrics: dict) -> str:
     return "\n".join(parts)
 
 
+def section_seeds(spread: dict | None) -> str:
+    """Mean and spread over training seeds of the headline figures (train.seeds > 1)."""
+    if not spread:
+        return ""
+    labels = {
+        "deploy_threshold": "deploy threshold",
+        "repeat_hit_rate": "TEST repeat hit rate at the deploy threshold",
+        "wrong_share": "TEST wrong share at the deploy threshold",
+        "p_chr_auc": "P-CHR AUC",
+        "rank1_correct": "cache rank-1",
+        "roc_auc": "pair ROC-AUC",
+    }
+    rows = []
+    for figure, label in labels.items():
+        adapter = spread["adapter"].get(figure)
+        if not adapter:
+            continue
+        delta = spread["delta"].get(figure)
+        verdict = ""
+        if delta is not None and HIGHER_IS_BETTER.get(figure) is not None:
+            verdict = "larger than the seed spread" if delta["claimed"] else "within the seed spread: not claimed"
+        rows.append(
+            [
+                label,
+                f"{fmt(adapter['mean'], 4)} ± {fmt(adapter['sd'], 4)}",
+                f"{fmt(adapter['min'], 4)} to {fmt(adapter['max'], 4)}",
+                fmt(spread["base"].get(figure), 4),
+                ""
+                if delta is None
+                else f"{signed(delta['mean'], 4, HIGHER_IS_BETTER.get(figure) is not False)} ± {esc(fmt(delta['sd'], 4))}",
+                verdict,
+            ]
+        )
+    seeds = ", ".join(str(seed) for seed in spread["seeds"])
+    return "\n".join(
+        [
+            f'<h2 id="seeds">Spread over {len(spread["seeds"])} training seeds ({esc(seeds)})</h2>',
+            table(["figure", "adapter mean ± sd", "range", "base", "adapter − base", "claim"], rows, {4}),
+            f'<p class="muted">Each seed\'s adapter is evaluated like the deployed one (threshold chosen on the'
+            f" val calibrate half, measured on test); {esc(spread['claim_rule'])}. The answer above is the"
+            f" first seed's.</p>",
+        ]
+    )
+
+
 def section_metrics(metrics: dict, plots: list[Path]) -> str:
     test = metrics.get("test", {})
     base, adapter, delta, ci = (test.get(key, {}) for key in ("base", "adapter", "delta", "ci"))
@@ -633,14 +679,19 @@ def render_report(
     training_info=None,
     effective_config=None,
     val_halves=None,
+    seed_runs: dict | None = None,
 ) -> str:
     models = metrics.get("models", {})
+    spread = seed_spread(seed_runs) if seed_runs and len(seed_runs) > 1 else None
     body = [
         f"<h1>Cache-embedding report: {esc(domain)}</h1>",
         f'<p class="muted">Base model {esc(models.get("adapter_base_model") or models.get("base", "n/a"))}; '
         f"adapter {esc(shareable_path(models.get('adapter')) or 'n/a')}.</p>",
         section_answer(metrics),
-        '<nav><a href="#answer">Answer</a><a href="#data">Data</a><a href="#training">Training</a>'
+        section_seeds(spread),
+        '<nav><a href="#answer">Answer</a>'
+        + ('<a href="#seeds">Seeds</a>' if spread else "")
+        + '<a href="#data">Data</a><a href="#training">Training</a>'
         '<a href="#evaluation">Evaluation</a><a href="#threshold">Cache</a><a href="#external">External sets</a>'
         '<a href="#config">Config</a></nav>',
         section_data(queries_stats, split_stats, triplet_stats or {}, val_halves),
@@ -694,6 +745,12 @@ def parse_args(argv=None):
     parser.add_argument("--triplet-stats", nargs="*", default=[], help="{split}.stats.json files")
     parser.add_argument("--history", help="training history.json")
     parser.add_argument("--training-info", help="the adapter's training_info.json")
+    parser.add_argument(
+        "--seed-metrics",
+        nargs="*",
+        default=[],
+        help="metrics.json of the adapters trained with the other seeds (results/<domain>/seeds/<seed>/metrics.json)",
+    )
     parser.add_argument("--effective-config-json", help="the run's effective config as a JSON string")
     parser.add_argument("--write-effective-config", help="also write that config, pretty, to this file")
     parser.add_argument("--output", required=True)
@@ -722,6 +779,18 @@ def main(argv=None) -> int:
         if name in triplet_stats:
             raise PipelineError(f"--triplet-stats: two files for the split '{name}'")
         triplet_stats[name] = _read_optional(path) or {}
+    training_info = _read_optional(args.training_info)
+    seed_runs = None
+    if args.seed_metrics:
+        first_seed = get(training_info, "hyperparameters", "seed")
+        if first_seed is None:
+            raise PipelineError("--seed-metrics needs --training-info with the deployed adapter's seed")
+        seed_runs = {int(first_seed): _read_optional(args.metrics)}
+        for path in args.seed_metrics:
+            seed = Path(path).parent.name
+            if not seed.isdigit() or int(seed) in seed_runs:
+                raise PipelineError(f"{path}: expected results/<domain>/seeds/<seed>/metrics.json of another seed")
+            seed_runs[int(seed)] = _read_optional(path)
     page = render_report(
         args.domain,
         _read_optional(args.metrics),
@@ -730,9 +799,10 @@ def main(argv=None) -> int:
         split_stats=_read_optional(args.split_stats),
         triplet_stats=triplet_stats,
         history=_read_optional(args.history),
-        training_info=_read_optional(args.training_info),
+        training_info=training_info,
         effective_config=effective_config,
         val_halves=_read_optional(args.val_halves),
+        seed_runs=seed_runs,
     )
     with atomic_output(args.output) as handle:
         handle.write(page)

@@ -8,6 +8,10 @@ batches, and GISTEmbedLoss guided by the frozen base model). Only the LoRA matri
 the attention projections train; the output folder holds the PEFT adapter (< 1 MB), not
 model weights.
 
+Checkpoints are selected on the val select half by --best-metric: by default the cache figures the
+deploy decision measures (cache_embed.cache_evaluator: every anchor cached, each paraphrase and
+hard negative looked up against all of them), with triplet accuracy logged beside them.
+
 A killed run resumes from the last checkpoint in --checkpoint-dir when started again with
 the same settings; checkpoints of a run with other settings are discarded (logged).
 """
@@ -25,7 +29,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cache_embed.cache_evaluator import BEST_METRICS, make_cache_evaluator
 from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
+from cache_embed.equivalence import MODES
 from cache_embed.files import dumps, make_readable, read_json, sha256_file, write_json
 from cache_embed.paths import shareable_path
 from cache_embed.text import comparison_key
@@ -35,7 +41,9 @@ LOG = logging.getLogger("train_adapter")
 TRAINING_LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "datasets", "accelerate")
 LOSSES = ("mnrl", "cached_mnrl", "gist")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+HARDNESS_MODES = ("none", "in_batch_negatives", "hard_negatives", "all_negatives")
 EVALUATOR_NAME = "val"
+CACHE_EVALUATOR_NAME = "val_cache"
 RUN_CONFIG = "run_config.json"
 
 
@@ -43,6 +51,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-data", required=True, help="train triplets (JSONL: anchor, positive, negative)")
     parser.add_argument("--val-data", required=True, help="validation triplets (JSONL)")
+    parser.add_argument(
+        "--val-queries",
+        default=None,
+        help="the val split's query records (the same question, for a cache --best-metric)",
+    )
     parser.add_argument("--base-model", required=True, help="local sentence-transformers folder of the base model")
     parser.add_argument(
         "--base-model-id",
@@ -76,6 +89,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--loss", choices=LOSSES, required=True)
     parser.add_argument("--mini-batch-size", type=int, required=True, help="mini-batch of cached_mnrl")
+    parser.add_argument(
+        "--hardness-mode",
+        choices=HARDNESS_MODES,
+        default="none",
+        help="MNRL hardness weighting (sentence-transformers 6; mnrl and cached_mnrl)",
+    )
+    parser.add_argument("--hardness-strength", type=float, default=0.0, help="with --hardness-mode")
     parser.add_argument("--lora-r", type=int, required=True)
     parser.add_argument("--lora-alpha", type=float, required=True)
     parser.add_argument("--lora-dropout", type=float, required=True)
@@ -85,10 +105,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--logging-steps", type=int, default=0, help="log the loss every N steps (0: eval_steps/10)")
     parser.add_argument(
         "--best-metric",
-        choices=("accuracy", "loss"),
+        choices=(*BEST_METRICS, "accuracy", "loss"),
         required=True,
-        help="checkpoint kept at the end: best validation triplet accuracy or lowest validation loss",
+        help="checkpoint kept at the end: best validation cache figure (cache_*), triplet accuracy,"
+        " or lowest validation loss",
     )
+    # Passed only with a cache --best-metric (the workflow's settings), so that they rerun training
+    # only where they change which checkpoint is kept.
+    parser.add_argument("--equivalence", choices=MODES, help="the same question (cache --best-metric)")
+    parser.add_argument("--repeat-share", type=float, help="traffic mix (cache --best-metric)")
+    parser.add_argument("--max-wrong-share", type=float, help="wrong-share budget (cache_repeat_hit_rate)")
     parser.add_argument("--device", default="", help="torch device (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     parser.add_argument("--domain", default="", help="domain name for the model card")
@@ -107,6 +133,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--warmup-ratio must be in [0, 1)")
     if args.max_examples < 0 or args.max_val_examples < 0:
         parser.error("--max-examples/--max-val-examples must be >= 0")
+    if args.best_metric in BEST_METRICS:
+        needed = ("equivalence", "repeat_share") + (
+            ("max_wrong_share",) if args.best_metric == "cache_repeat_hit_rate" else ()
+        )
+        missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
+        if missing:
+            parser.error(f"--best-metric {args.best_metric} needs {', '.join(missing)}")
+        if not 0 < args.repeat_share < 1 or not 0 < (args.max_wrong_share or 0.5) < 1:
+            parser.error("--repeat-share and --max-wrong-share must be in (0, 1)")
+    elif args.max_wrong_share is not None:
+        parser.error("--max-wrong-share is for --best-metric cache_repeat_hit_rate")
+    if args.hardness_mode != "none" and args.loss == "gist":
+        parser.error("--hardness-mode weights MNRL's negatives: use it with --loss mnrl or cached_mnrl")
+    if args.hardness_strength < 0:
+        parser.error("--hardness-strength must be >= 0")
     if not args.checkpoint_dir:
         args.checkpoint_dir = str(Path(args.output).with_name(Path(args.output).name + ".checkpoints"))
     return args
@@ -130,7 +171,8 @@ def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: fl
         if reason:
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
-        kept.append({field: record[field] for field in TRIPLET_FIELDS})
+        # The ids stay with the texts: the cache evaluator's equivalence needs them.
+        kept.append({key: record[key] for key in (*TRIPLET_FIELDS, "query_id", "negative_query_id") if key in record})
     if total == 0:
         raise PipelineError(f"{path}: no triplets; check the generate step's stats")
     n_dropped = sum(dropped.values())
@@ -216,16 +258,61 @@ def count_parameters(model) -> tuple[int, int]:
 def make_loss(args, model):
     from sentence_transformers.sentence_transformer import losses
 
+    hardness = {}
+    if args.hardness_mode != "none":
+        hardness = {"hardness_mode": args.hardness_mode, "hardness_strength": args.hardness_strength}
     if args.loss == "mnrl":
-        return losses.MultipleNegativesRankingLoss(model, scale=args.scale)
+        return losses.MultipleNegativesRankingLoss(model, scale=args.scale, **hardness)
     if args.loss == "cached_mnrl":
-        return losses.CachedMultipleNegativesRankingLoss(model, scale=args.scale, mini_batch_size=args.mini_batch_size)
+        return losses.CachedMultipleNegativesRankingLoss(
+            model, scale=args.scale, mini_batch_size=args.mini_batch_size, **hardness
+        )
     # GIST: the guide is the frozen base model (a separate copy without the adapter); in-batch
     # candidates that the guide scores above the positive are masked out as likely false negatives.
     guide = load_base(args.base_model, str(model.device), args.max_seq_length)
     guide.requires_grad_(False)
     guide.eval()
     return losses.GISTEmbedLoss(model, guide=guide, temperature=1.0 / args.scale)
+
+
+def make_evaluator(args, val_rows: list[dict], val_columns: dict):
+    """The validation evaluator (triplet accuracy, and the cache figures with a cache --best-metric)
+    and the trainer's name of the metric that selects the checkpoint."""
+    from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator, TripletEvaluator
+
+    from cache_embed.eval_data import check_triplets_match_records, load_query_records
+
+    batch_size = max(args.batch_size, 64)
+    triplet_evaluator = TripletEvaluator(
+        anchors=val_columns["anchor"],
+        positives=val_columns["positive"],
+        negatives=val_columns["negative"],
+        name=EVALUATOR_NAME,
+        batch_size=batch_size,
+        write_csv=False,
+    )
+    if args.best_metric == "loss":
+        return triplet_evaluator, "eval_loss"
+    if args.best_metric == "accuracy":
+        return triplet_evaluator, f"eval_{EVALUATOR_NAME}_cosine_accuracy"
+    records = load_query_records(args.val_queries)
+    if records is None:
+        LOG.warning("no --val-queries: the cache evaluator judges hits by identity and equal text only")
+    else:
+        check_triplets_match_records(val_rows, records, args.val_data)
+    primary = BEST_METRICS[args.best_metric]
+    cache_evaluator = make_cache_evaluator(
+        val_rows,
+        records,
+        args.equivalence,
+        args.repeat_share,
+        args.max_wrong_share,
+        primary=primary,
+        name=CACHE_EVALUATOR_NAME,
+        batch_size=batch_size,
+    )
+    evaluator = SequentialEvaluator([triplet_evaluator, cache_evaluator])
+    return evaluator, f"eval_{CACHE_EVALUATOR_NAME}_{primary}"
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -254,6 +341,11 @@ def run_fingerprint(args, train_sha: str, val_sha: str) -> dict:
         "lora_target_modules",
         "eval_steps",
         "best_metric",
+        "hardness_mode",
+        "hardness_strength",
+        "equivalence",
+        "repeat_share",
+        "max_wrong_share",
     )
     config = {key: getattr(args, key) for key in keys}
     config.update(train_sha256=train_sha, val_sha256=val_sha, base_model=str(Path(args.base_model).resolve()))
@@ -332,7 +424,6 @@ def train(args) -> dict:
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.evaluation import TripletEvaluator
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import TrainerCallback, set_seed
 
@@ -374,15 +465,7 @@ def train(args) -> dict:
     train_dataset = Dataset.from_dict(columns)
     val_columns = {field: [row[field] for row in val_rows] for field in TRIPLET_FIELDS}
     val_dataset = Dataset.from_dict(val_columns)
-    evaluator = TripletEvaluator(
-        anchors=val_columns["anchor"],
-        positives=val_columns["positive"],
-        negatives=val_columns["negative"],
-        name=EVALUATOR_NAME,
-        batch_size=max(args.batch_size, 64),
-        write_csv=False,
-    )
-    metric = f"eval_{EVALUATOR_NAME}_cosine_accuracy" if args.best_metric == "accuracy" else "eval_loss"
+    evaluator, metric = make_evaluator(args, val_rows, val_columns)
     logging_steps = args.logging_steps or max(1, args.eval_steps // 10)
     training_args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -407,7 +490,7 @@ def train(args) -> dict:
         save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
-        greater_is_better=args.best_metric == "accuracy",
+        greater_is_better=args.best_metric != "loss",
         logging_steps=logging_steps,
         logging_first_step=True,
         report_to="none",
@@ -472,6 +555,8 @@ def train(args) -> dict:
             "lora_target_modules": list(args.lora_target_modules),
             "eval_steps": args.eval_steps,
             "best_metric": args.best_metric,
+            "hardness_mode": args.hardness_mode,
+            "hardness_strength": args.hardness_strength if args.hardness_mode != "none" else None,
             "batch_sampler": "no_duplicates",
             **({"mini_batch_size": args.mini_batch_size} if args.loss == "cached_mnrl" else {}),
         },

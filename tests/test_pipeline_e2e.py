@@ -103,6 +103,10 @@ AFTER_SPLIT = {"split_queries"} | AFTER_GENERATION
             "results/medical/triplets/shards/test/1-of-2.jsonl",
         ),
         ("evaluate: {thresholds: [0.75, 0.8]}", AFTER_EVALUATION, "results/medical/eval/metrics.json"),
+        # The budget changes the deploy threshold, not which checkpoint the default (P-CHR AUC) keeps;
+        # the traffic mix changes both.
+        ("evaluate: {max_wrong_share: 0.1}", AFTER_EVALUATION, "results/medical/eval/metrics.json"),
+        ("evaluate: {cache: {repeat_share: 0.3}}", AFTER_TRAINING, "models/medical/adapter"),
         (
             "evaluate: {calibrate_fraction: 0.4}",
             {"split_val_triplets"} | AFTER_TRAINING,
@@ -138,6 +142,23 @@ def test_settings_a_step_does_not_use_rerun_nothing(finished_run, tmp_path, chan
     (project / "change.yaml").write_text(change + "\n")
     result = run_snakemake(project, *quick_args("-n", *FINAL), "change.yaml")
     assert planned_jobs(result) == {}, result.stdout[-3000:]
+
+
+def test_more_seeds_train_and_evaluate_only_the_new_seeds(finished_run, tmp_path):
+    project = copy_run(finished_run, tmp_path)
+    (project / "change.yaml").write_text("train: {seeds: 3}\n")
+    result = run_snakemake(project, *quick_args("-n", *FINAL), "change.yaml")
+    assert planned_jobs(result) == {"train_adapter_seed": 2, "evaluate_adapter_seed": 2, "report": 1}, result.stdout[
+        -3000:
+    ]
+    commands = [line for line in result.stdout.splitlines() if "train_adapter.py" in line]
+    seeds = sorted(int(re.search(r"--seed (\d+)", line).group(1)) for line in commands)
+    assert seeds == [43, 44], commands
+    assert all("models/medical/seeds/" in line for line in commands)
+    evaluations = [line for line in result.stdout.splitlines() if "evaluate_adapter.py" in line]
+    assert len(evaluations) == 2 and all("--bootstrap 0" in line for line in evaluations), evaluations
+    report = next(line for line in result.stdout.splitlines() if "make_report.py" in line)
+    assert "results/medical/seeds/43/metrics.json results/medical/seeds/44/metrics.json" in report
 
 
 def test_editing_a_library_module_reruns_the_steps_that_import_it(finished_run, tmp_path):

@@ -18,6 +18,7 @@ import make_report
 import numpy as np
 import pytest
 
+from cache_embed.cli import PipelineError
 from cache_embed.files import write_json
 
 EVIL = "<script>alert('x')</script> & \"quotes\""
@@ -393,3 +394,60 @@ def test_model_card_carries_measured_figures_and_the_domain_spec(report_inputs, 
     programming = render_card("programming", TRAINING_INFO, load_card_spec(root / "programming.yaml"))
     assert "MedQuAD" not in programming and "license: other" in programming and "Not evaluated yet" in programming
     assert "domains.programming.queries" in programming
+
+
+def seed_metrics(repeat_hit_rate: float, p_chr_auc: float) -> dict:
+    """A metrics.json of one seed: the adapter's headline figures; the base's are the same for all."""
+
+    def model(hit, auc, roc):
+        return {"roc_auc": roc, "cache": {"rank1_correct": 0.8, "p_chr": {"auc": auc}}}
+
+    def deploy(hit):
+        return {"threshold": 0.9, "test": {"repeat_hit_rate": hit, "wrong_share": 0.04}}
+
+    return {
+        "recommended_threshold": {"adapter": deploy(repeat_hit_rate), "base": deploy(0.20)},
+        "test": {"adapter": model(repeat_hit_rate, p_chr_auc, 0.95), "base": model(0.2, 0.62, 0.77)},
+    }
+
+
+def test_seed_spread_claims_only_differences_larger_than_the_spread(tmp_path):
+    from cache_embed.seed_spread import seed_spread
+
+    # repeats: 0.30, 0.10, 0.26 against the base's 0.20 (signs differ: not claimed);
+    # P-CHR AUC: 0.70, 0.71, 0.69 against 0.62 (mean +0.08, sd 0.01: claimed).
+    runs = {42: seed_metrics(0.30, 0.70), 43: seed_metrics(0.10, 0.71), 44: seed_metrics(0.26, 0.69)}
+    spread = seed_spread(runs)
+    assert spread["seeds"] == [42, 43, 44]
+    repeats = spread["adapter"]["repeat_hit_rate"]
+    assert repeats["mean"] == pytest.approx(0.22) and repeats["sd"] == pytest.approx(0.10583, abs=1e-5)
+    assert (repeats["min"], repeats["max"]) == (0.10, 0.30)
+    assert spread["delta"]["repeat_hit_rate"]["claimed"] is False
+    assert spread["delta"]["p_chr_auc"]["mean"] == pytest.approx(0.08)
+    assert spread["delta"]["p_chr_auc"]["claimed"] is True
+    # Same sign but mean within two sds: 0.21, 0.50, 0.22 against 0.20 (mean +0.11, sd 0.16).
+    wide = seed_spread({1: seed_metrics(0.21, 0.7), 2: seed_metrics(0.50, 0.7), 3: seed_metrics(0.22, 0.7)})
+    assert wide["delta"]["repeat_hit_rate"]["claimed"] is False
+
+    # The report reads the other seeds from their paths and shows the table and the verdicts.
+    first = tmp_path / "eval" / "metrics.json"
+    write_json(first, {**runs[42], "models": {}})
+    paths = []
+    for seed in (43, 44):
+        paths.append(tmp_path / "seeds" / str(seed) / "metrics.json")
+        write_json(paths[-1], runs[seed])
+    write_json(tmp_path / "training_info.json", {"hyperparameters": {"seed": 42}})
+    out = tmp_path / "report.html"
+    argv = ["--domain", "medical", "--metrics", str(first), "--training-info", str(tmp_path / "training_info.json")]
+    assert make_report.main([*argv, "--seed-metrics", *map(str, paths), "--output", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "Spread over 3 training seeds (42, 43, 44)" in page
+    # repeats, wrong share (0.04 both) and rank-1 (0.8 both): not claimed; P-CHR AUC and ROC-AUC: claimed.
+    assert page.count("within the seed spread: not claimed") == 3 and page.count("larger than the seed spread") == 2
+    assert "0.2200 ± 0.1058" in page
+    # Without other seeds there is no such section; a path that is not a seed's is refused.
+    assert make_report.main([*argv, "--output", str(out)]) == 0
+    assert "training seeds" not in out.read_text(encoding="utf-8")
+    write_json(tmp_path / "other" / "metrics.json", runs[43])
+    with pytest.raises(PipelineError, match="seeds/<seed>/metrics.json"):
+        make_report.main([*argv, "--seed-metrics", str(tmp_path / "other" / "metrics.json"), "--output", str(out)])

@@ -93,7 +93,7 @@ def test_tensor_parallel_is_the_jobs_gpu_count_not_a_setting():
 
 def test_every_training_setting_is_named_so_equal_values_do_not_hide_a_change():
     config = workflow_config()
-    flags = step_settings.cli_flags(step_settings.train(config))
+    flags = step_settings.cli_flags(step_settings.train(config, "medical"))
     # Two settings with equal values stay two named flags.
     assert config["train"]["warmup_ratio"] == config["train"]["lora"]["dropout"] == 0.1
     assert "--warmup-ratio 0.1" in flags and "--lora-dropout 0.1" in flags
@@ -102,7 +102,7 @@ def test_every_training_setting_is_named_so_equal_values_do_not_hide_a_change():
         config["train"]["weight_decay"],
         config["train"]["warmup_ratio"],
     )
-    assert step_settings.cli_flags(step_settings.train(swapped)) != flags
+    assert step_settings.cli_flags(step_settings.train(swapped, "medical")) != flags
     for key in ("gpus", "runtime", "merge_atol"):
         assert key.replace("_", "-") not in flags
 

@@ -88,7 +88,7 @@ def base_dir(l6_model_path, tmp_path_factory) -> Path:
 
 def train_argv(files, base: Path, output: Path, *extra: str) -> list[str]:
     return [
-        *step_argv("train", base_model=L6_BASE),
+        *step_argv("train", "medical", base_model=L6_BASE),
         "--train-data",
         str(files["train"]),
         "--val-data",
@@ -130,7 +130,17 @@ def encode(model, sentences=SENTENCES):
 def test_lora_on_l6_has_73728_trainable_parameters(l6_model_path):
     model = train_adapter.load_base(l6_model_path, "cpu", 128)
     args = train_adapter.parse_args(
-        ["--train-data", "x", "--val-data", "y", "--base-model", l6_model_path, "--output", "z", *step_argv("train")]
+        [
+            "--train-data",
+            "x",
+            "--val-data",
+            "y",
+            "--base-model",
+            l6_model_path,
+            "--output",
+            "z",
+            *step_argv("train", "medical"),
+        ]
     )
     model.add_adapter(train_adapter.lora_config(args))
     trainable, total = train_adapter.count_parameters(model)
@@ -264,7 +274,7 @@ def test_bad_triplet_record_names_file_and_record(tmp_path, base_dir):
                 str(base_dir),
                 "--output",
                 str(tmp_path / "adapter"),
-                *step_argv("train"),
+                *step_argv("train", "medical"),
             ]
         )
 
@@ -345,7 +355,7 @@ def test_each_loss_trains_on_the_hard_negative_column(loss, base_dir, triplet_fi
             str(base_dir),
             "--output",
             "z",
-            *step_argv("train"),
+            *step_argv("train", "medical"),
             "--loss",
             loss,
             "--mini-batch-size",
@@ -366,3 +376,78 @@ def test_each_loss_trains_on_the_hard_negative_column(loss, base_dir, triplet_fi
     value.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
     assert torch.isfinite(value) and grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_checkpoint_is_selected_on_the_cache_figures(trained, triplet_files, l6_model_path):
+    """The default --best-metric keeps the checkpoint with the best val cache P-CHR AUC, and the
+    cache figures it logs are the cache's: rank-1 recomputed here by brute force."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    info = read_json(trained / "training_info.json")
+    assert info["metric_for_best_model"] == "eval_val_cache_p_chr_auc"
+    history = read_json(trained.parent / "history.json")
+    scores = {entry["step"]: entry["eval_val_cache_p_chr_auc"] for entry in history["eval"]}
+    assert len(scores) == 2 and all(0 < score <= 1 for score in scores.values())
+    best_step = max(scores, key=lambda step: (scores[step], -step))  # ties: the first stays best
+    assert info["best_checkpoint"] == f"checkpoint-{best_step}"
+    assert info["best_metric"] == pytest.approx(scores[best_step])
+
+    # Every val anchor cached, each positive looked up; with no query records a hit is correct
+    # when the nearest entry is the positive's own anchor (or has its text).
+    model = SentenceTransformer(l6_model_path, device="cpu")
+    model.load_adapter(str(trained))
+    rows = [json.loads(line) for line in triplet_files["val"].read_text(encoding="utf-8").splitlines()]
+    anchors = sorted({row["query_id"]: row["anchor"] for row in rows}.items())
+    entries = [text for _, text in anchors]
+    entry_vectors = model.encode(entries, normalize_embeddings=True)
+    anchor_text = dict(anchors)
+    positives = sorted({(row["positive"].casefold(), row["query_id"]) for row in rows})
+    vectors = model.encode([positive for positive, _ in positives], normalize_embeddings=True)
+    correct = 0
+    for (_, query_id), vector in zip(positives, vectors, strict=True):
+        nearest = entries[int(np.argmax(entry_vectors @ vector))]
+        correct += nearest.casefold() == anchor_text[query_id].casefold()
+    assert info["val_metrics_final"]["val_cache_rank1_correct"] == pytest.approx(correct / len(positives), abs=1e-9)
+
+
+def test_hardness_weighting_reaches_the_loss(base_dir, triplet_files, tmp_path):
+    args = train_adapter.parse_args(
+        train_argv(
+            triplet_files,
+            base_dir,
+            tmp_path / "adapter",
+            "--hardness-mode",
+            "all_negatives",
+            "--hardness-strength",
+            "5",
+        )
+    )
+    from sentence_transformers import SentenceTransformer
+
+    loss = train_adapter.make_loss(args, SentenceTransformer(str(base_dir), device="cpu"))
+    assert (loss.hardness_mode, loss.hardness_strength) == ("all_negatives", 5.0)
+    with pytest.raises(SystemExit):
+        train_adapter.parse_args(
+            train_argv(triplet_files, base_dir, tmp_path / "a", "--loss", "gist", "--hardness-mode", "all_negatives")
+        )
+    # A cache metric without the evaluation's settings is refused.
+    argv = train_argv(triplet_files, base_dir, tmp_path / "a")
+    position = argv.index("--repeat-share")
+    with pytest.raises(SystemExit):
+        train_adapter.parse_args(argv[:position] + argv[position + 2 :])
+
+
+def test_adapter_sizes_are_the_trained_parameter_counts(trained, base_dir):
+    """cache_embed.adapter_size counts what training trains (L6), and L12 by the same architecture:
+    r 8 on query/value is 2 x 8 x (384 + 384) per layer."""
+    from cache_embed.adapter_size import adapter_sizes
+
+    sizes = adapter_sizes(base_dir, 8, ["query", "value"])
+    assert sizes["l6"]["parameters"] == read_json(trained / "training_info.json")["trainable_parameters"]
+    assert sizes["l12"]["parameters"] == 12 * 2 * 8 * (384 + 384) == 147_456
+    every_layer = adapter_sizes(base_dir, 32, ["query", "key", "value", "dense"])["l12"]
+    # query, key, value and attention output (384 -> 384), intermediate (384 -> 1536) and output
+    # (1536 -> 384) in each of 12 layers, and the pooler's dense layer (384 -> 384).
+    assert every_layer["parameters"] == 32 * (12 * (4 * 768 + 2 * 1920) + 768) == 2_678_784
+    assert every_layer["float32_bytes"] == 4 * 2_678_784 < 16_000_000

@@ -135,12 +135,30 @@ def fetch_base_model(config: dict, local_path: str) -> dict:
     return {"name": base_model["name"], "revision": base_model["revision"], "local-path": local_path}
 
 
-def train(config: dict) -> dict:
+def train(config: dict, domain: str) -> dict:
     """Every train.* setting that can change the adapter (not gpus/runtime, which say where it runs,
-    nor merge_atol, which is the merge step's)."""
+    nor merge_atol, which is the merge step's). A cache-figure checkpoint metric also takes the
+    evaluation's definition of the same question and traffic mix, and the repeat hit rate at the
+    bound the wrong-share budget."""
     settings_of = config["train"]
     lora = settings_of["lora"]
+    cache_selection = {}
+    if settings_of["best_metric"].startswith("cache_"):
+        cache_selection = {
+            "equivalence": equivalence_mode(config, domain),
+            "repeat-share": config["evaluate"]["cache"]["repeat_share"],
+        }
+        if settings_of["best_metric"] == "cache_repeat_hit_rate":  # the only one the budget changes
+            cache_selection["max-wrong-share"] = config["evaluate"]["max_wrong_share"]
+    hardness = {}
+    if settings_of["hardness"]["mode"] != "none":
+        hardness = {
+            "hardness-mode": settings_of["hardness"]["mode"],
+            "hardness-strength": settings_of["hardness"]["strength"],
+        }
     return {
+        **cache_selection,
+        **hardness,
         "base-model-id": config["base_model"]["name"],
         "epochs": settings_of["epochs"],
         "batch-size": settings_of["batch_size"],

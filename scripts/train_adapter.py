@@ -140,8 +140,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) is None]
         if missing:
             parser.error(f"--best-metric {args.best_metric} needs {', '.join(missing)}")
-        if not 0 < args.repeat_share < 1 or not 0 < (args.max_wrong_share or 0.5) < 1:
-            parser.error("--repeat-share and --max-wrong-share must be in (0, 1)")
+        if not 0 < args.repeat_share < 1:
+            parser.error("--repeat-share must be in (0, 1)")
+        if args.max_wrong_share is not None and not 0 < args.max_wrong_share < 1:
+            parser.error("--max-wrong-share must be in (0, 1)")
     elif args.max_wrong_share is not None:
         parser.error("--max-wrong-share is for --best-metric cache_repeat_hit_rate")
     if args.hardness_mode != "none" and args.loss == "gist":

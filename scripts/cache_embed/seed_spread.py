@@ -59,10 +59,10 @@ def seed_spread(runs: dict[int, dict]) -> dict:
     base: {figure: value}, delta: {figure: stats + claimed}} over the seeds that have the figure."""
     seeds = sorted(runs)
     base = headline(runs[seeds[0]], "base")
+    per_seed = [headline(runs[seed], "adapter") for seed in seeds]
     adapter, delta = {}, {}
     for figure in HEADLINE:
-        values = [headline(runs[seed], "adapter")[figure] for seed in seeds]
-        values = [v for v in values if v is not None]
+        values = [figures[figure] for figures in per_seed if figures[figure] is not None]
         if not values:
             continue
         adapter[figure] = _describe(values)

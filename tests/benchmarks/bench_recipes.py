@@ -28,6 +28,7 @@ is the mean and its spread the sample standard deviation over seeds.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import subprocess
@@ -108,8 +109,8 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
     results = run_dir / "results" / domain
     out = Path(args.work).resolve() / f"{name}-seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    train_overrides = _merge(_merge({}, local_overrides().get("train", {})), overrides)
-    train_overrides["seed"] = seed
+    # Deep copies: _merge keeps references to nested dicts of what it merges in.
+    train_overrides = {**copy.deepcopy(overrides), "seed": seed}
     if args.max_examples:
         train_overrides["max_examples"] = args.max_examples
     config = _merge(local_overrides(), {"train": train_overrides})

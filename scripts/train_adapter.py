@@ -33,6 +33,7 @@ from cache_embed.cache_evaluator import BEST_METRICS, make_cache_evaluator
 from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
 from cache_embed.equivalence import MODES
 from cache_embed.files import dumps, make_readable, read_json, sha256_file, write_json
+from cache_embed.negative_mining import MiningSettings, add_mined_negatives, negative_columns
 from cache_embed.paths import shareable_path
 from cache_embed.text import comparison_key
 from cache_embed.triplets import TRIPLET_FIELDS, read_triplets
@@ -42,6 +43,9 @@ TRAINING_LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", 
 LOSSES = ("mnrl", "cached_mnrl", "gist")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 HARDNESS_MODES = ("none", "in_batch_negatives", "hard_negatives", "all_negatives")
+DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
+MINED_NEGATIVES_FILE = "mined_train.jsonl"
+CONTRASTIVE_DIR = "contrastive"
 EVALUATOR_NAME = "val"
 CACHE_EVALUATOR_NAME = "val_cache"
 RUN_CONFIG = "run_config.json"
@@ -96,6 +100,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="MNRL hardness weighting (sentence-transformers 6; mnrl and cached_mnrl)",
     )
     parser.add_argument("--hardness-strength", type=float, default=0.0, help="with --hardness-mode")
+    parser.add_argument(
+        "--directions",
+        nargs="+",
+        choices=DIRECTIONS,
+        default=["query_to_doc"],
+        help="MNRL similarity directions (sentence-transformers 6): doc_to_query ranks each paraphrase "
+        "against every anchor in the batch, the cache's own lookup",
+    )
+    parser.add_argument(
+        "--mined-negatives",
+        type=int,
+        default=0,
+        help="hard negatives mined per triplet from the train split's questions (0 = none)",
+    )
+    parser.add_argument("--train-queries", default=None, help="the train split's query records (for mining)")
+    parser.add_argument("--mine-range-min", type=int, default=0, help="skip the base model's nearest N candidates")
+    parser.add_argument("--mine-range-max", type=int, default=20, help="consider candidates up to this rank")
+    parser.add_argument(
+        "--mine-margin",
+        type=float,
+        default=None,
+        help="a mined negative scores at least this much below the anchor's positive (base model; default: no margin)",
+    )
     parser.add_argument("--lora-r", type=int, required=True)
     parser.add_argument("--lora-alpha", type=float, required=True)
     parser.add_argument("--lora-dropout", type=float, required=True)
@@ -112,9 +139,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     # Passed only with a cache --best-metric (the workflow's settings), so that they rerun training
     # only where they change which checkpoint is kept.
-    parser.add_argument("--equivalence", choices=MODES, help="the same question (cache --best-metric)")
+    parser.add_argument(
+        "--equivalence", choices=MODES, help="the same question (cache --best-metric, --mined-negatives)"
+    )
     parser.add_argument("--repeat-share", type=float, help="traffic mix (cache --best-metric)")
     parser.add_argument("--max-wrong-share", type=float, help="wrong-share budget (cache_repeat_hit_rate)")
+    parser.add_argument(
+        "--contrastive-steps",
+        type=int,
+        default=0,
+        help="a second stage of OnlineContrastiveLoss on (question, question, same?) pairs from the triplets, "
+        "this many steps after the first (0 = none)",
+    )
+    parser.add_argument("--contrastive-margin", type=float, default=0.5, help="cosine-distance margin of the stage")
+    parser.add_argument("--contrastive-lr", type=float, default=None, help="learning rate of the stage (default: --lr)")
     parser.add_argument("--device", default="", help="torch device (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     parser.add_argument("--domain", default="", help="domain name for the model card")
@@ -150,6 +188,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--hardness-mode weights MNRL's negatives: use it with --loss mnrl or cached_mnrl")
     if args.hardness_strength < 0:
         parser.error("--hardness-strength must be >= 0")
+    if "query_to_doc" not in args.directions:
+        parser.error("--directions must include query_to_doc")
+    if args.loss == "gist" and args.directions != ["query_to_doc"]:
+        parser.error("--directions is an MNRL option: use it with --loss mnrl")
+    if args.loss == "cached_mnrl" and args.directions != ["query_to_doc"]:
+        parser.error("--directions is not supported with --loss cached_mnrl; use --loss mnrl")
+    if args.mined_negatives < 0:
+        parser.error("--mined-negatives must be >= 0")
+    if args.contrastive_steps < 0 or not 0 < args.contrastive_margin <= 2:
+        parser.error("--contrastive-steps must be >= 0 and --contrastive-margin in (0, 2]")
+    if args.contrastive_steps and args.best_metric == "loss":
+        parser.error("--contrastive-steps selects its checkpoint by the evaluator: use a --best-metric other than loss")
+    if args.mined_negatives:
+        missing = [
+            f for f, v in (("--train-queries", args.train_queries), ("--equivalence", args.equivalence)) if not v
+        ]
+        if missing:
+            parser.error(f"--mined-negatives needs {', '.join(missing)}")
+        if args.mine_range_min < 0 or args.mine_range_max - args.mine_range_min < args.mined_negatives:
+            parser.error("--mine-range-min/--mine-range-max must hold at least --mined-negatives candidates")
     if not args.checkpoint_dir:
         args.checkpoint_dir = str(Path(args.output).with_name(Path(args.output).name + ".checkpoints"))
     return args
@@ -191,6 +249,45 @@ def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: fl
         kept = [kept[index] for index in chosen]
     stats = {"file": shareable_path(path), "records": total, "usable": available, "used": len(kept), "dropped": dropped}
     return kept, stats
+
+
+def contrastive_pairs(rows: list[dict], negative_fields: list[str], count: int, seed: int) -> dict[str, list]:
+    """`count` labelled question pairs from the triplets, shuffled: (anchor, paraphrase, 1) and
+    (anchor, each of its negatives, 0), so that the stage sees what the cache decides by threshold."""
+    pairs = []
+    for row in rows:
+        pairs.append((row["anchor"], row["positive"], 1))
+        pairs += [(row["anchor"], row[field], 0) for field in negative_fields]
+    random.Random(seed).shuffle(pairs)
+    pairs = pairs[:count]
+    return {"sentence1": [p[0] for p in pairs], "sentence2": [p[1] for p in pairs], "label": [p[2] for p in pairs]}
+
+
+def mined_rows(args, rows: list[dict], base_model, checkpoint_dir: Path) -> tuple[list[dict], dict]:
+    """The rows with --mined-negatives mined negatives each (by the frozen base model, before the
+    adapter is added). Kept in the checkpoint folder, whose settings fingerprint covers the mining,
+    so a resumed run trains on the same rows without mining again."""
+    from cache_embed.eval_data import load_query_records
+
+    saved = checkpoint_dir / MINED_NEGATIVES_FILE
+    if saved.exists():
+        payload = read_json(saved)
+        LOG.info("mined negatives: reusing %s", saved)
+        return payload["rows"], payload["stats"]
+    settings = MiningSettings(
+        count=args.mined_negatives,
+        range_min=args.mine_range_min,
+        range_max=args.mine_range_max,
+        absolute_margin=args.mine_margin,
+        batch_size=max(args.batch_size, 64),
+    )
+    started = time.monotonic()
+    rows, stats = add_mined_negatives(
+        rows, load_query_records(args.train_queries), base_model, settings, args.equivalence, args.max_drop_fraction
+    )
+    stats["seconds"] = round(time.monotonic() - started, 1)
+    write_json(saved, {"rows": rows, "stats": stats})
+    return rows, stats
 
 
 # --------------------------------------------------------------------------- model
@@ -264,7 +361,9 @@ def make_loss(args, model):
     if args.hardness_mode != "none":
         hardness = {"hardness_mode": args.hardness_mode, "hardness_strength": args.hardness_strength}
     if args.loss == "mnrl":
-        return losses.MultipleNegativesRankingLoss(model, scale=args.scale, **hardness)
+        return losses.MultipleNegativesRankingLoss(
+            model, scale=args.scale, directions=tuple(args.directions), **hardness
+        )
     if args.loss == "cached_mnrl":
         return losses.CachedMultipleNegativesRankingLoss(
             model, scale=args.scale, mini_batch_size=args.mini_batch_size, **hardness
@@ -348,8 +447,18 @@ def run_fingerprint(args, train_sha: str, val_sha: str) -> dict:
         "equivalence",
         "repeat_share",
         "max_wrong_share",
+        "directions",
+        "mined_negatives",
+        "mine_range_min",
+        "mine_range_max",
+        "mine_margin",
+        "contrastive_steps",
+        "contrastive_margin",
+        "contrastive_lr",
     )
     config = {key: getattr(args, key) for key in keys}
+    if args.mined_negatives:
+        config["train_queries_sha256"] = sha256_file(args.train_queries)
     config.update(train_sha256=train_sha, val_sha256=val_sha, base_model=str(Path(args.base_model).resolve()))
     return config
 
@@ -422,11 +531,102 @@ def model_card(args, info: dict) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def trainer_arguments(args, output_dir: Path, metric: str, precision: str, device: str, **overrides):
+    """The trainer's settings: evaluate and checkpoint every --eval-steps, keep the best by `metric`."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    settings = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=max(args.batch_size, 64),
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_ratio,
+        lr_scheduler_type=args.scheduler,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        seed=args.seed,
+        data_seed=args.seed,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        use_cpu=device == "cpu",
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        eval_strategy="steps",
+        eval_steps=args.eval_steps,
+        save_strategy="steps",
+        save_steps=args.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=args.best_metric != "loss",
+        logging_steps=args.logging_steps or max(1, args.eval_steps // 10),
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+    settings.update(overrides)
+    return SentenceTransformerTrainingArguments(**settings)
+
+
+def contrastive_stage(args, model, rows: list[dict], evaluator, metric: str, precision, device, callbacks) -> dict:
+    """The second stage: OnlineContrastiveLoss (hard pairs only: positives farther than the closest
+    negative, negatives nearer than the farthest positive) on --contrastive-steps batches of
+    labelled pairs, from the first stage's best checkpoint; its own checkpoints, resumable."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer import losses
+
+    fields = negative_columns(args.mined_negatives) if args.mined_negatives else ["negative"]
+    pairs = Dataset.from_dict(contrastive_pairs(rows, fields, args.contrastive_steps * args.batch_size, args.seed))
+    output_dir = Path(args.checkpoint_dir) / CONTRASTIVE_DIR
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resume = last_complete_checkpoint(output_dir)
+    stage_args = trainer_arguments(
+        args,
+        output_dir,
+        metric,
+        precision,
+        device,
+        max_steps=args.contrastive_steps,
+        learning_rate=args.contrastive_lr or args.lr,
+        eval_steps=min(args.eval_steps, args.contrastive_steps),
+        save_steps=min(args.eval_steps, args.contrastive_steps),
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=stage_args,
+        train_dataset=pairs,
+        loss=losses.OnlineContrastiveLoss(model, margin=args.contrastive_margin),
+        evaluator=evaluator,
+        callbacks=callbacks,
+    )
+    LOG.info(
+        "contrastive stage: %d pairs (%d same question), %d steps%s",
+        len(pairs),
+        sum(pairs["label"]),
+        args.contrastive_steps,
+        f", resuming from {resume}" if resume else "",
+    )
+    started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = trainer.state
+    return {
+        "pairs": len(pairs),
+        "same_question_pairs": sum(pairs["label"]),
+        "steps": state.global_step,
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+        "best_metric": state.best_metric,
+        "seconds": round(time.monotonic() - started, 2),
+        "history": split_history(state.log_history),
+    }
+
+
 def train(args) -> dict:
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    from sentence_transformers import SentenceTransformerTrainer
     from transformers import TrainerCallback, set_seed
 
     started = time.monotonic()
@@ -450,6 +650,9 @@ def train(args) -> dict:
 
     set_seed(args.seed)
     model = load_base(args.base_model, device, args.max_seq_length)
+    mining_stats = None
+    if args.mined_negatives:
+        train_rows, mining_stats = mined_rows(args, train_rows, model, checkpoint_dir)
     model.add_adapter(lora_config(args))
     trainable, total = count_parameters(model)
     LOG.info(
@@ -463,42 +666,13 @@ def train(args) -> dict:
     )
     loss = make_loss(args, model)
 
-    columns = {field: [row[field] for row in train_rows] for field in TRIPLET_FIELDS}
+    train_fields = negative_columns(args.mined_negatives)[1:] if args.mined_negatives else []
+    columns = {field: [row[field] for row in train_rows] for field in (*TRIPLET_FIELDS, *train_fields)}
     train_dataset = Dataset.from_dict(columns)
     val_columns = {field: [row[field] for row in val_rows] for field in TRIPLET_FIELDS}
     val_dataset = Dataset.from_dict(val_columns)
     evaluator, metric = make_evaluator(args, val_rows, val_columns)
-    logging_steps = args.logging_steps or max(1, args.eval_steps // 10)
-    training_args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoint_dir),
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=max(args.batch_size, 64),
-        learning_rate=args.lr,
-        warmup_steps=args.warmup_ratio,
-        lr_scheduler_type=args.scheduler,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        seed=args.seed,
-        data_seed=args.seed,
-        fp16=precision == "fp16",
-        bf16=precision == "bf16",
-        use_cpu=device == "cpu",
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        eval_strategy="steps",
-        eval_steps=args.eval_steps,
-        save_strategy="steps",
-        save_steps=args.eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
-        greater_is_better=args.best_metric != "loss",
-        logging_steps=logging_steps,
-        logging_first_step=True,
-        report_to="none",
-        disable_tqdm=False,
-        dataloader_num_workers=0,
-    )
+    training_args = trainer_arguments(args, checkpoint_dir, metric, precision, device)
 
     class LogToStderr(TrainerCallback):
         def on_log(self, _args, state, _control, logs=None, **_kwargs):
@@ -528,6 +702,13 @@ def train(args) -> dict:
     train_started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.monotonic() - train_started
+    contrastive = None
+    if args.contrastive_steps:
+        first_stage_metrics = evaluator(model)
+        LOG.info("validation after the first stage (best checkpoint loaded): %s", dumps(first_stage_metrics))
+        contrastive = contrastive_stage(args, model, train_rows, evaluator, metric, precision, device, [LogToStderr()])
+        contrastive["val_metrics_before"] = first_stage_metrics
+        train_seconds += contrastive["seconds"]
     final_metrics = evaluator(model)
     LOG.info("validation after training (best checkpoint loaded): %s", dumps(final_metrics))
 
@@ -559,6 +740,23 @@ def train(args) -> dict:
             "best_metric": args.best_metric,
             "hardness_mode": args.hardness_mode,
             "hardness_strength": args.hardness_strength if args.hardness_mode != "none" else None,
+            "directions": list(args.directions),
+            "contrastive_steps": args.contrastive_steps,
+            **(
+                {"contrastive_margin": args.contrastive_margin, "contrastive_lr": args.contrastive_lr or args.lr}
+                if args.contrastive_steps
+                else {}
+            ),
+            "mined_negatives": args.mined_negatives,
+            **(
+                {
+                    "mine_range_min": args.mine_range_min,
+                    "mine_range_max": args.mine_range_max,
+                    "mine_margin": args.mine_margin,
+                }
+                if args.mined_negatives
+                else {}
+            ),
             "batch_sampler": "no_duplicates",
             **({"mini_batch_size": args.mini_batch_size} if args.loss == "cached_mnrl" else {}),
         },
@@ -568,6 +766,9 @@ def train(args) -> dict:
         "total_parameters": total,
         "train": train_stats,
         "val": val_stats,
+        "mined_negatives": mining_stats,
+        "train_columns": train_dataset.column_names,
+        "contrastive_stage": contrastive,
         "examples": len(train_rows) * args.epochs,
         "steps": state.global_step,
         "max_steps": state.max_steps,
@@ -590,6 +791,8 @@ def train(args) -> dict:
         "versions": library_versions(TRAINING_LIBRARIES),
     }
     history.update(base=base_metrics, final=final_metrics, metric_for_best_model=metric)
+    if contrastive is not None:
+        history["contrastive"] = contrastive.pop("history")
     return {"model": model, "info": info, "history": history, "checkpoint_dir": checkpoint_dir}
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -233,3 +235,50 @@ def tiny_qwen_dir(vllm_python, tmp_path_factory) -> Path:
 def tiny_qwen_4_heads_dir(vllm_python, tmp_path_factory) -> Path:
     """The same with 4 attention heads, so that vLLM can split it over 4 tensor-parallel ranks."""
     return build_tiny_qwen(vllm_python, tmp_path_factory.mktemp("tiny_qwen_4_heads"), 256)
+
+
+def structure_triplets(split_file: Path, count: int, seed: int) -> list[dict]:
+    """Test fixture: triplets from real MedQuAD questions. Positive: the same question lower-cased
+    and reworded as '<focus> <qtype>'; negative: a question about the same focus with another qtype."""
+    records = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    by_focus = defaultdict(list)
+    for record in records:
+        by_focus[record["focus"].casefold()].append(record)
+    rng = random.Random(seed)
+    rng.shuffle(records)
+    triplets = []
+    for record in records:
+        others = [o for o in by_focus[record["focus"].casefold()] if o["qtype"] != record["qtype"]]
+        if not others:
+            continue
+        negative = rng.choice(others)
+        triplets.append(
+            {
+                "id": f"t-{record['id']}",
+                "anchor": record["query"],
+                "positive": f"{record['focus'].lower()} {record['qtype']}",
+                "negative": negative["query"],
+                "query_id": record["id"],
+                "qtype": record["qtype"],
+                "negative_qtype": negative["qtype"],
+                "focus": record["focus"],
+            }
+        )
+        if len(triplets) == count:
+            break
+    return triplets
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def small_cache(records: list[dict], rows: list[dict], others: int, seed: int) -> list[dict]:
+    """Test fixture: a small cache of real questions around some triplets: their anchors, every
+    question about their foci, and `others` more drawn at random."""
+    anchor_ids = {row["query_id"] for row in rows}
+    foci = {row["focus"].casefold() for row in rows}
+    chosen = [r for r in records if r["id"] in anchor_ids or r["focus"].casefold() in foci]
+    chosen_ids = {r["id"] for r in chosen}
+    rest = [r for r in records if r["id"] not in chosen_ids]
+    return chosen + random.Random(seed).sample(rest, others)

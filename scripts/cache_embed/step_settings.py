@@ -139,15 +139,15 @@ def train(config: dict, domain: str) -> dict:
     """Every train.* setting that can change the adapter (not gpus/runtime, which say where it runs,
     nor merge_atol, which is the merge step's). A cache-figure checkpoint metric also takes the
     evaluation's definition of the same question and traffic mix, and the repeat hit rate at the
-    bound the wrong-share budget."""
+    bound the wrong-share budget; mined negatives take the definition of the same question."""
     settings_of = config["train"]
     lora = settings_of["lora"]
     cache_selection = {}
+    mined = settings_of["mined_negatives"]
+    if settings_of["best_metric"].startswith("cache_") or mined["count"]:
+        cache_selection["equivalence"] = equivalence_mode(config, domain)
     if settings_of["best_metric"].startswith("cache_"):
-        cache_selection = {
-            "equivalence": equivalence_mode(config, domain),
-            "repeat-share": config["evaluate"]["cache"]["repeat_share"],
-        }
+        cache_selection["repeat-share"] = config["evaluate"]["cache"]["repeat_share"]
         if settings_of["best_metric"] == "cache_repeat_hit_rate":  # the only one the budget changes
             cache_selection["max-wrong-share"] = config["evaluate"]["max_wrong_share"]
     hardness = {}
@@ -156,9 +156,30 @@ def train(config: dict, domain: str) -> dict:
             "hardness-mode": settings_of["hardness"]["mode"],
             "hardness-strength": settings_of["hardness"]["strength"],
         }
+    mining = {}
+    if mined["count"]:
+        mining = {
+            "mined-negatives": mined["count"],
+            "mine-range-min": mined["range_min"],
+            "mine-range-max": mined["range_max"],
+        }
+        if mined["margin"] is not None:
+            mining["mine-margin"] = mined["margin"]
+    contrastive = {}
+    stage = settings_of["contrastive"]
+    if stage["steps"]:
+        contrastive = {"contrastive-steps": stage["steps"], "contrastive-margin": stage["margin"]}
+        if stage["learning_rate"] is not None:
+            contrastive["contrastive-lr"] = stage["learning_rate"]
+    directions = {}
+    if settings_of["directions"] != ["query_to_doc"]:
+        directions = {"directions": settings_of["directions"]}
     return {
         **cache_selection,
         **hardness,
+        **mining,
+        **contrastive,
+        **directions,
         "base-model-id": config["base_model"]["name"],
         "epochs": settings_of["epochs"],
         "batch-size": settings_of["batch_size"],

@@ -2,7 +2,7 @@
 VALIDATION cache figures, never on test.
 
     python tests/benchmarks/bench_recipes.py --run DIR [--candidates a,b,...] [--seeds 1]
-        [--output recipes.json] [--work DIR] [--max-examples N]
+        [--output recipes.json] [--work DIR] [--max-examples N] [--scored-triplets 2000]
 
 --run is a project directory where the local profile has produced the triplets and splits
 (results/<domain>/triplets/{train,val_select,val_calibrate}.jsonl, results/<domain>/splits/
@@ -16,8 +16,11 @@ validation halves in the roles of test and calibration:
   to the size of the scored cache) as the lowest threshold whose 95% upper bound on the wrong share
   is at most evaluate.max_wrong_share;
 - the figures are measured on a seeded subset of the val select half (whole anchors), whose
-  cache holds every anchor of the subset. Training selects its checkpoint on the val select half
-  too, so the ranking is slightly optimistic for every candidate alike; test is never read.
+  cache holds every anchor of the subset, or with --scored-triplets 0 on the whole half: its focus
+  groups are whole, so, as on test, every sibling of a looked-up question (same focus, another
+  question type: the wrong hits that set the threshold) is cached. Training selects its checkpoint
+  on the val select half too, so the ranking is slightly optimistic for every candidate alike;
+  test is never read. Each scoring is kept under <work>/<candidate>-seed<N>/score-<size>/.
 
 The table: repeat hit rate at the deploy threshold (and whether the bound held on the scored
 half), P-CHR AUC, cache rank-1, pair ROC-AUC, same-qtype-other-focus accuracy, training minutes,
@@ -50,6 +53,7 @@ from conftest import _merge, step_argv, workflow_config  # noqa: E402
 
 ALL_LAYERS = ["query", "key", "value", "dense"]
 QUERY_VALUE = ["query", "value"]
+LOOKUP = ["query_to_doc", "doc_to_query"]  # the paraphrase also ranks its anchor among the batch's anchors
 
 
 def lora(r: int, modules: list[str]) -> dict:
@@ -69,6 +73,15 @@ CANDIDATES = {
     "r32_all_lr5e-4": {"learning_rate": 5.0e-4, **lora(32, ALL_LAYERS)},
     "r32_all_gist": {"loss": "gist", **lora(32, ALL_LAYERS)},
     "r32_all_hardness": {"hardness": {"mode": "all_negatives", "strength": 5.0}, **lora(32, ALL_LAYERS)},
+    "r32_all_lookup": {"directions": LOOKUP, **lora(32, ALL_LAYERS)},
+    "r32_all_mined3": {"mined_negatives": {"count": 3}, **lora(32, ALL_LAYERS)},
+    "r32_all_lookup_mined3": {"directions": LOOKUP, "mined_negatives": {"count": 3}, **lora(32, ALL_LAYERS)},
+    "r32_all_contrastive": {"contrastive": {"steps": 50}, **lora(32, ALL_LAYERS)},
+    "r32_all_mined3_contrastive": {
+        "mined_negatives": {"count": 3},
+        "contrastive": {"steps": 50},
+        **lora(32, ALL_LAYERS),
+    },
 }
 FIGURES = (
     "repeat_hit_rate",
@@ -96,11 +109,12 @@ def run(command: list[str], log: Path) -> None:
 
 
 def score_subset(run_dir: Path, domain: str, work: Path, size: int, seed: int) -> Path:
-    """A seeded subset of the val select half (whole anchors): the scored cache."""
-    path = work / "val_select_scored.jsonl"
+    """A seeded subset of the val select half (whole anchors; 0: the whole half, whose focus groups
+    are whole, so every sibling question of a looked-up question is cached, as on test)."""
+    path = work / f"val_select_scored-{size}.jsonl"
     if not path.exists():
         triplets = load_triplets(run_dir / "results" / domain / "triplets" / "val_select.jsonl")
-        write_jsonl(path, calibration_subset(triplets, size, seed))
+        write_jsonl(path, calibration_subset(triplets, size, seed) if size else triplets)
     return path
 
 
@@ -127,6 +141,8 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
                 str(results / "triplets" / "val_select.jsonl"),
                 "--val-queries",
                 str(results / "splits" / "val.jsonl"),
+                "--train-queries",
+                str(results / "splits" / "train.jsonl"),
                 "--base-model",
                 base_model,
                 "--output",
@@ -140,15 +156,18 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
             out / "train.log",
         )
         print(f"  {name} seed {seed}: trained in {(time.monotonic() - started) / 60:.1f} min", flush=True)
-    metrics_path = out / "metrics.json"
+    scored = out / f"score-{args.scored_triplets}"
+    metrics_path = scored / "metrics.json"
     if not metrics_path.exists():
+        scored.mkdir(exist_ok=True)
+        scored_file = score_subset(run_dir, domain, Path(args.work).resolve(), args.scored_triplets, args.subset_seed)
         evaluate_config = _merge(local_overrides(), {"evaluate": {"bootstrap": 0}})
         run(
             [
                 sys.executable,
                 "evaluate_adapter.py",
                 "--triplets",
-                str(score_subset(run_dir, domain, Path(args.work).resolve(), args.scored_triplets, args.subset_seed)),
+                str(scored_file),
                 "--queries",
                 str(results / "splits" / "val.jsonl"),
                 "--calibration-triplets",
@@ -164,14 +183,14 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
                 "--output-json",
                 str(metrics_path),
                 "--output-md",
-                str(out / "metrics.md"),
+                str(scored / "metrics.md"),
                 "--plots-dir",
-                str(out / "plots"),
+                str(scored / "plots"),
                 *step_argv("evaluate", domain, {}, **evaluate_config),
                 "--max-calibration-triplets",
-                str(args.scored_triplets),
+                str(args.scored_triplets or sum(1 for _ in scored_file.open(encoding="utf-8"))),
             ],
-            out / "evaluate.log",
+            scored / "evaluate.log",
         )
     return figures_of(read_json(adapter / "training_info.json"), read_json(metrics_path))
 
@@ -252,7 +271,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated names")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per candidate: 42, 43, ...")
     parser.add_argument("--max-examples", type=int, default=0, help="override the local profile's budget (0: keep)")
-    parser.add_argument("--scored-triplets", type=int, default=2000, help="val select triplets scored")
+    parser.add_argument(
+        "--scored-triplets", type=int, default=2000, help="val select triplets scored (0: the whole half)"
+    )
     parser.add_argument("--subset-seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default="bench-recipes", help="adapters and logs (resumable)")

@@ -30,6 +30,8 @@ rule train_adapter:
         # Checkpoints are selected on one half of val; the deploy threshold is calibrated on the other.
         val="results/{domain}/triplets/val_select.jsonl",
         val_queries="results/{domain}/splits/val.jsonl",
+        # The cache training sees: mined negatives come from its questions.
+        train_queries="results/{domain}/splits/train.jsonl",
         base_model=base_model_dir(),
         spec=domain_spec,
     output:
@@ -53,7 +55,8 @@ rule train_adapter:
         settings=settings_param(train_settings),
     shell:
         "HF_HUB_OFFLINE=1 python {input.script:q} --train-data {input.train:q}"
-        " --val-data {input.val:q} --val-queries {input.val_queries:q} --base-model {input.base_model:q}"
+        " --val-data {input.val:q} --val-queries {input.val_queries:q} --train-queries {input.train_queries:q}"
+        " --base-model {input.base_model:q}"
         " --output {output.adapter:q} --history {output.history:q}"
         " --checkpoint-dir {params.checkpoint_dir:q} --domain {wildcards.domain}"
         " --domain-spec {input.spec:q} --threads {threads} {params.settings} > {log:q} 2>&1"

@@ -573,7 +573,8 @@ def trainer_arguments(args, output_dir: Path, metric: str, precision: str, devic
 def contrastive_stage(args, model, rows: list[dict], evaluator, metric: str, precision, device, callbacks) -> dict:
     """The second stage: OnlineContrastiveLoss (hard pairs only: positives farther than the closest
     negative, negatives nearer than the farthest positive) on --contrastive-steps batches of
-    labelled pairs, from the first stage's best checkpoint; its own checkpoints, resumable."""
+    labelled pairs, from the first stage's best checkpoint; its own checkpoints, resumable. The
+    caller keeps its result only where it beats the first stage on the checkpoint metric."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer import losses
@@ -706,8 +707,20 @@ def train(args) -> dict:
     if args.contrastive_steps:
         first_stage_metrics = evaluator(model)
         LOG.info("validation after the first stage (best checkpoint loaded): %s", dumps(first_stage_metrics))
+        first_stage_weights = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
         contrastive = contrastive_stage(args, model, train_rows, evaluator, metric, precision, device, [LogToStderr()])
         contrastive["val_metrics_before"] = first_stage_metrics
+        first_score = first_stage_metrics[metric.removeprefix("eval_")]
+        # The stage competes with the first stage's result on the same metric; it is kept only if better.
+        contrastive["kept"] = "contrastive" if contrastive["best_metric"] > first_score else "first_stage"
+        if contrastive["kept"] == "first_stage":
+            model.load_state_dict(first_stage_weights, strict=False)
+            LOG.warning(
+                "contrastive stage: best %s %.4f is not above the first stage's %.4f: keeping the first stage",
+                metric,
+                contrastive["best_metric"],
+                first_score,
+            )
         train_seconds += contrastive["seconds"]
     final_metrics = evaluator(model)
     LOG.info("validation after training (best checkpoint loaded): %s", dumps(final_metrics))

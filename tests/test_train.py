@@ -483,8 +483,8 @@ def test_training_with_mined_negatives_and_the_lookup_direction(medquad_splits, 
 
 
 def test_contrastive_second_stage_trains_from_the_first_stages_best(triplet_files, base_dir, tmp_path):
-    """--contrastive-steps runs OnlineContrastiveLoss on labelled pairs after the MNRL stage: the
-    saved adapter is the second stage's, not the first stage's best checkpoint."""
+    """--contrastive-steps runs OnlineContrastiveLoss on labelled pairs after the MNRL stage; the
+    saved adapter is the better of the two stages' best checkpoints by the checkpoint metric."""
     from safetensors.numpy import load_file
 
     output = tmp_path / "run" / "adapter"
@@ -509,9 +509,17 @@ def test_contrastive_second_stage_trains_from_the_first_stages_best(triplet_file
     history = read_json(output.parent / "history.json")
     assert [entry["step"] for entry in history["contrastive"]["eval"]] == [4]
     assert "OnlineContrastiveLoss (margin 0.5) ran 4 steps on 64 labelled pairs" in (output / "README.md").read_text()
+    # The stage's result is kept only where it beats the first stage on the checkpoint metric.
+    before = stage["val_metrics_before"][info["metric_for_best_model"].removeprefix("eval_")]
+    assert stage["kept"] == ("contrastive" if stage["best_metric"] > before else "first_stage")
     first = load_file(output.parent / "checkpoints" / info["best_checkpoint"] / "adapter_model.safetensors")
     final = load_file(output / "adapter_model.safetensors")
-    assert first.keys() == final.keys()
-    assert any(not (first[key] == final[key]).all() for key in first)
+    second = load_file(
+        output.parent / "checkpoints" / "contrastive" / stage["best_checkpoint"] / "adapter_model.safetensors"
+    )
+    assert first.keys() == final.keys() == second.keys()
+    assert any(not (first[key] == second[key]).all() for key in first)  # the stage trained
+    kept = second if stage["kept"] == "contrastive" else first
+    assert all((kept[key] == final[key]).all() for key in final)
     with pytest.raises(SystemExit):
         train_adapter.parse_args([*argv, "--best-metric", "loss"])

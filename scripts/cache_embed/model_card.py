@@ -104,7 +104,8 @@ def _recipe_extras(info: dict) -> str:
         parts.append(
             f"A second stage of OnlineContrastiveLoss (margin {hp['contrastive_margin']:g}) ran"
             f" {stage['steps']} steps on {fmt(stage['pairs'])} labelled pairs from the triplets; its"
-            f" checkpoint kept: {stage['best_checkpoint']} ({fmt(stage['best_metric'])})."
+            f" best checkpoint: {stage['best_checkpoint']} ({fmt(stage['best_metric'])}); the adapter is the"
+            f" {'second' if stage.get('kept') == 'contrastive' else 'first'} stage's."
         )
     return "\n".join(parts) + ("\n" if parts else "")
 

@@ -110,7 +110,7 @@ def test_every_training_setting_is_named_so_equal_values_do_not_hide_a_change():
 def test_options_of_training_features_that_are_off_reach_no_flag():
     """Mining, the contrastive stage, hardness and extra directions pass their options only when on;
     mining also needs the definition of the same question, whatever the checkpoint metric."""
-    config = workflow_config(train={"best_metric": "accuracy"})
+    config = workflow_config(train={"best_metric": "accuracy", "mined_negatives": {"count": 0}})
     flags = step_settings.cli_flags(step_settings.train(config, "medical"))
     for path in [
         ("train", "mined_negatives", "range_max"),

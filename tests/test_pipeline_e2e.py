@@ -104,7 +104,8 @@ AFTER_SPLIT = {"split_queries"} | AFTER_GENERATION
             "results/medical/triplets/shards/test/1-of-2.jsonl",
         ),
         ("train: {directions: [query_to_doc, doc_to_query]}", AFTER_TRAINING, "models/medical/adapter"),
-        ("train: {mined_negatives: {range_max: 30}}", AFTER_TRAINING, "models/medical/adapter"),
+        # The quick run does not mine (tests/data/quick.yaml); turning mining on reruns training onward.
+        ("train: {mined_negatives: {count: 2}}", AFTER_TRAINING, "models/medical/adapter"),
         ("evaluate: {thresholds: [0.75, 0.8]}", AFTER_EVALUATION, "results/medical/eval/metrics.json"),
         # The budget changes the deploy threshold, not which checkpoint the default (P-CHR AUC) keeps;
         # the traffic mix changes both.
@@ -138,9 +139,9 @@ def test_config_change_reruns_exactly_the_affected_rules(finished_run, tmp_path,
         "generate: {sampling: {temperature: 0.2, max_tokens: 64}, batch_size: 8, max_retries: 5}",
         # Where training runs, not what it makes.
         "train: {gpus: 1, runtime: 30}",
-        # Options of features that are off: the contrastive stage's with 0 steps, hardness weighting's
-        # with mode none.
-        "train: {contrastive: {margin: 0.3, learning_rate: 1.0e-5}, hardness: {strength: 2.0}}",
+        # Options of features that are off: mining's with count 0 (quick.yaml), the contrastive stage's
+        # with 0 steps, hardness weighting's with mode none.
+        "train: {mined_negatives: {range_max: 30, margin: 0.1}, contrastive: {margin: 0.3}, hardness: {strength: 2.0}}",
     ],
 )
 def test_settings_a_step_does_not_use_rerun_nothing(finished_run, tmp_path, change):

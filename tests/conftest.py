@@ -237,36 +237,65 @@ def tiny_qwen_4_heads_dir(vllm_python, tmp_path_factory) -> Path:
     return build_tiny_qwen(vllm_python, tmp_path_factory.mktemp("tiny_qwen_4_heads"), 256)
 
 
+def keyword_triplet_sources(
+    records: list[dict],
+    limit: int,
+    seed: int,
+    *,
+    shuffle: bool = False,
+    casefold_focus: bool = False,
+    other_focus_every: int = 0,
+) -> list[tuple[dict, dict, str]]:
+    """Test fixture: (record, negative record, negative kind) for up to `limit` crude triplets from
+    real MedQuAD records, the test files' shared recipe. The negative is a question about the same
+    focus with another qtype (`same_focus_other_qtype`); with `other_focus_every` N, every Nth one
+    (and any record whose focus has no other qtype) takes a question of the same qtype about another
+    focus (`same_qtype_other_focus`). `shuffle` visits the records in a seeded order, else in the
+    given one; `casefold_focus` groups foci case-insensitively."""
+    rng = random.Random(seed)
+
+    def focus(record: dict) -> str:
+        return record["focus"].casefold() if casefold_focus else record["focus"]
+
+    by_focus, by_qtype = defaultdict(list), defaultdict(list)
+    for record in records:
+        by_focus[focus(record)].append(record)
+        by_qtype[record["qtype"]].append(record)
+    order = list(records)
+    if shuffle:
+        rng.shuffle(order)
+    sources = []
+    for record in order:
+        others = [o for o in by_focus[focus(record)] if o["qtype"] != record["qtype"]]
+        kind = "same_focus_other_qtype"
+        if other_focus_every and (not others or len(sources) % other_focus_every == other_focus_every - 1):
+            others = [o for o in by_qtype[record["qtype"]] if o["focus"] != record["focus"]]
+            kind = "same_qtype_other_focus"
+        if not others:
+            continue
+        sources.append((record, rng.choice(others), kind))
+        if len(sources) >= limit:
+            break
+    return sources
+
+
 def structure_triplets(split_file: Path, count: int, seed: int) -> list[dict]:
     """Test fixture: triplets from real MedQuAD questions. Positive: the same question lower-cased
     and reworded as '<focus> <qtype>'; negative: a question about the same focus with another qtype."""
-    records = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    by_focus = defaultdict(list)
-    for record in records:
-        by_focus[record["focus"].casefold()].append(record)
-    rng = random.Random(seed)
-    rng.shuffle(records)
-    triplets = []
-    for record in records:
-        others = [o for o in by_focus[record["focus"].casefold()] if o["qtype"] != record["qtype"]]
-        if not others:
-            continue
-        negative = rng.choice(others)
-        triplets.append(
-            {
-                "id": f"t-{record['id']}",
-                "anchor": record["query"],
-                "positive": f"{record['focus'].lower()} {record['qtype']}",
-                "negative": negative["query"],
-                "query_id": record["id"],
-                "qtype": record["qtype"],
-                "negative_qtype": negative["qtype"],
-                "focus": record["focus"],
-            }
-        )
-        if len(triplets) == count:
-            break
-    return triplets
+    records = read_records(split_file)
+    return [
+        {
+            "id": f"t-{record['id']}",
+            "anchor": record["query"],
+            "positive": f"{record['focus'].lower()} {record['qtype']}",
+            "negative": negative["query"],
+            "query_id": record["id"],
+            "qtype": record["qtype"],
+            "negative_qtype": negative["qtype"],
+            "focus": record["focus"],
+        }
+        for record, negative, _ in keyword_triplet_sources(records, count, seed, shuffle=True, casefold_focus=True)
+    ]
 
 
 def read_records(path: Path) -> list[dict]:

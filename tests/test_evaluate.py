@@ -4,8 +4,6 @@ real MedQuAD test questions with the real L6 model and a small LoRA adapter; ext
 from __future__ import annotations
 
 import json
-import random
-from collections import defaultdict
 from pathlib import Path
 
 import evaluate_adapter
@@ -16,7 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from cache_embed import cache_metrics as cm
 from cache_embed.cli import PipelineError
 from cache_embed.files import read_jsonl
-from conftest import step_argv
+from conftest import keyword_triplet_sources, step_argv
 
 DATA = Path(__file__).parent / "data"
 
@@ -319,6 +317,53 @@ def test_deploy_threshold_is_the_lowest_meeting_the_bound():
     assert not impossible["bound_met"] and impossible["threshold"] is not None
 
 
+def test_bound_with_focus_groups_uses_the_groups_variance():
+    """With focus groups, the upper bound is Clopper-Pearson at the design-based effective size
+    p (1 - p) / Var(p), Var from the group totals (computed here directly per threshold), with the
+    Korn-Graubard t correction; lookups wrong together in a group make it wider than the bound
+    that takes every lookup as independent, and the chosen threshold higher."""
+    from scipy.stats import beta, norm
+    from scipy.stats import t as student_t
+
+    from cache_embed import cache_sim
+
+    rng = np.random.default_rng(3)
+    n_groups, per_group = 60, 8
+    groups = np.repeat(np.arange(n_groups), per_group)
+    # Planted clustering: a sixth of the groups hold near-duplicates that are wrong together.
+    confusable = np.isin(groups, rng.choice(n_groups, n_groups // 6, replace=False))
+    repeat_score = np.clip(rng.normal(0.80, 0.08, groups.size) + 0.08 * confusable, 0, 1)
+    repeat_correct = ~(confusable & (rng.random(groups.size) < 0.4))
+    novel_score = np.clip(rng.normal(0.40, 0.10, groups.size) + 0.35 * confusable, 0, 1)
+    lookups = cache_sim.Lookups(repeat_score, repeat_correct, repeat_correct.copy(), novel_score)
+    grouped = cache_sim.Sweep(lookups, 0.5, groups=(groups.tolist(), groups.tolist()))
+    independent = cache_sim.Sweep(lookups, 0.5)
+    for threshold in (0.95, 0.85, 0.75, 0.6):
+        served_rep, served_nov = repeat_score >= threshold, novel_score >= threshold
+        weight_rep, weight_nov = 0.5 / groups.size, 0.5 / groups.size
+        served = np.bincount(groups[served_rep], minlength=n_groups) * weight_rep
+        served += np.bincount(groups[served_nov], minlength=n_groups) * weight_nov
+        wrong = np.bincount(groups[served_rep & ~repeat_correct], minlength=n_groups) * weight_rep
+        wrong += np.bincount(groups[served_nov], minlength=n_groups) * weight_nov
+        p = wrong.sum() / served.sum()
+        variance = n_groups / (n_groups - 1) * np.sum((wrong - p * served) ** 2) / served.sum() ** 2
+        size = min(
+            p * (1 - p) / variance * (norm.ppf(0.95) / student_t.ppf(0.95, n_groups - 1)) ** 2,
+            int(served_rep.sum() + served_nov.sum()),  # equal weights: the weights' effective size
+        )
+        expected = beta.ppf(0.95, p * size + 1, size - p * size)
+        point = grouped.at(threshold)
+        assert point["wrong_share"] == pytest.approx(p, rel=1e-9)
+        assert point["wrong_share_upper"] == pytest.approx(expected, rel=1e-6)
+        assert point["wrong_share_upper"] >= independent.at(threshold)["wrong_share_upper"] - 1e-12
+    assert grouped.at(0.75)["wrong_share_upper"] > independent.at(0.75)["wrong_share_upper"] + 0.03
+    grouped_choice, independent_choice = (cache_sim.choose_threshold(sweep, 0.25) for sweep in (grouped, independent))
+    assert grouped_choice["bound_met"] and independent_choice["bound_met"]
+    assert grouped_choice["threshold"] > independent_choice["threshold"] + 0.1
+    with pytest.raises(ValueError, match="one group per"):
+        cache_sim.Sweep(lookups, 0.5, groups=(groups.tolist(), []))
+
+
 # ------------------------------------------------------------------ intervals
 
 
@@ -468,44 +513,26 @@ def test_cli_reports_bad_external_file_before_loading_models(tmp_path, capsys):
 
 def build_triplets(records: list[dict], limit: int, seed: int = 0) -> list[dict]:
     """Crude test triplets from real MedQuAD records: the positive is a keyword form of the
-    question, the negative another question of the same focus (or, some of the time, of the same qtype)."""
-    rng = random.Random(seed)
-    by_focus, by_qtype = defaultdict(list), defaultdict(list)
-    for record in records:
-        by_focus[record["focus"]].append(record)
-        by_qtype[record["qtype"]].append(record)
-    triplets = []
-    for record in records:
-        others, kind = [o for o in by_focus[record["focus"]] if o["qtype"] != record["qtype"]], "same_focus_other_qtype"
-        if not others or len(triplets) % 3 == 2:
-            others, kind = (
-                [o for o in by_qtype[record["qtype"]] if o["focus"] != record["focus"]],
-                "same_qtype_other_focus",
-            )
-        if not others:
-            continue
-        negative = rng.choice(others)
-        triplets.append(
-            {
-                "id": f"t-{record['id']}",
-                "anchor": record["query"],
-                "positive": f"{record['focus']} {record['qtype']}",
-                "negative": negative["query"],
-                "query_id": record["id"],
-                "split": "test",
-                "domain": "medical",
-                "backend": "test",
-                "model": "test",
-                "positive_kind": "keyword",
-                "negative_kind": kind,
-                "qtype": record["qtype"],
-                "negative_qtype": negative["qtype"],
-                "focus": record["focus"],
-            }
-        )
-        if len(triplets) >= limit:
-            break
-    return triplets
+    question, the negative another question of the same focus (or, every third, of the same qtype)."""
+    return [
+        {
+            "id": f"t-{record['id']}",
+            "anchor": record["query"],
+            "positive": f"{record['focus']} {record['qtype']}",
+            "negative": negative["query"],
+            "query_id": record["id"],
+            "split": "test",
+            "domain": "medical",
+            "backend": "test",
+            "model": "test",
+            "positive_kind": "keyword",
+            "negative_kind": kind,
+            "qtype": record["qtype"],
+            "negative_qtype": negative["qtype"],
+            "focus": record["focus"],
+        }
+        for record, negative, kind in keyword_triplet_sources(records, limit, seed, other_focus_every=3)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -803,9 +830,58 @@ def test_bound_not_held_on_test_is_said_plainly():
     assert entry["bound_met_on_val"] is True and entry["test"]["bound_held"] is False
     assert entry["test"]["wrong_share"] > 0.05
     assert "over the 5.0% budget" in rec["verdict"]
+    # The test interval lies wholly above the budget here: a clear miss.
+    assert entry["test"]["wrong_share_cp"]["low"] > 0.05
+    assert rec["verdict"].endswith("over the 5.0% budget: raise it.")
     assert "| adapter |" in evaluate_adapter.render_markdown(metrics) and "| NO |" in evaluate_adapter.render_markdown(
         metrics
     )
+
+
+@pytest.mark.parametrize(
+    ("wrong_share", "interval", "expected"),
+    [
+        (0.040, (0.030, 0.052), "Deploy the adapter at 0.880: on test it answers 61.0% of repeats with 4.0%"),
+        (
+            0.053,
+            (0.040, 0.068),
+            "serves 5.3% wrong answers on test (95% CI 4.0% to 6.8%), over the 5.0% budget,"
+            " though the interval reaches under it",
+        ),
+        (
+            0.069,
+            (0.055, 0.083),
+            "serves 6.9% wrong answers on test (95% CI 5.5% to 8.3%), over the 5.0% budget: raise it.",
+        ),
+    ],
+)
+def test_verdict_tells_a_near_miss_from_a_clear_one(wrong_share, interval, expected):
+    """The verdict follows the test figures: within budget, over it with an interval that reaches
+    under it, or clearly over; a base that keeps the bound is named with the repeats it answers."""
+    from cache_embed.eval_metrics import verdict
+
+    def entry(threshold, share, repeats, low, high):
+        return {
+            "threshold": threshold,
+            "bound_met_on_val": True,
+            "test": {
+                "wrong_share": share,
+                "repeat_hit_rate": repeats,
+                "bound_held": share <= 0.05,
+                "wrong_share_cp": {"low": low, "high": high},
+            },
+        }
+
+    rec = {
+        "max_wrong_share": 0.05,
+        "adapter": entry(0.88, wrong_share, 0.61, *interval),
+        "base": entry(0.984, 0.017, 0.022, 0.001, 0.072),
+        "delta": {"repeat_hit_rate": {"delta": 0.59, "low": 0.56, "high": 0.61}},
+    }
+    text = verdict(rec)
+    assert expected in text
+    if wrong_share > 0.05:
+        assert text.endswith("The base model keeps the bound at 0.984, answering 2.2% of repeats.")
 
 
 def test_calibration_subset_is_seeded_in_file_order_and_keeps_whole_anchors():
@@ -818,6 +894,29 @@ def test_calibration_subset_is_seeded_in_file_order_and_keeps_whole_anchors():
     assert first != evaluate_adapter.calibration_subset(triplets, 30, seed=8)
     assert evaluate_adapter.calibration_subset(triplets, 0, seed=7) == triplets
     assert evaluate_adapter.calibration_subset(triplets, 500, seed=7) == triplets
+
+
+def test_calibration_subset_keeps_whole_focus_groups_of_real_val(medquad_splits):
+    """Given the split's records, the subset takes whole focus groups: every question of a chosen
+    group is in it (as in the test cache), checked against the groups computed here from the records."""
+    from cache_embed.focus_groups import group_of_record
+
+    records = sorted(read_jsonl(medquad_splits / "val.jsonl"), key=lambda record: record["id"])
+    triplets = [
+        {"id": f"t{row}-{copy}", "query_id": record["id"], "anchor": record["query"]}
+        for row, record in enumerate(records)
+        for copy in range(1 + row % 2)
+    ]
+    group_of = group_of_record(records)
+    chosen = evaluate_adapter.calibration_subset(triplets, 600, seed=7, records=records)
+    assert 0.9 * 600 < len(chosen) <= 600
+    chosen_groups = {group_of[t["query_id"]] for t in chosen}
+    assert {t["id"] for t in chosen} == {t["id"] for t in triplets if group_of[t["query_id"]] in chosen_groups}
+    assert len(chosen_groups) < len({t["query_id"] for t in chosen})  # groups of several questions were taken
+    # Whole anchors only would split groups.
+    by_anchor = evaluate_adapter.calibration_subset(triplets, 600, seed=7)
+    split_groups = {group_of[t["query_id"]] for t in by_anchor}
+    assert {t["id"] for t in by_anchor} != {t["id"] for t in triplets if group_of[t["query_id"]] in split_groups}
 
 
 def test_cli_rejects_bad_calibration_file_before_loading_models(tmp_path, capsys):

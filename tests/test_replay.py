@@ -4,8 +4,6 @@ against exact numpy search on the same embeddings, with real MedQuAD questions a
 from __future__ import annotations
 
 import json
-import random
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -17,36 +15,24 @@ from cache_embed.equivalence import EquivalenceIndex
 from cache_embed.files import read_jsonl, write_json, write_jsonl
 from cache_embed.text import comparison_key
 from cache_embed.vector_cache import IndexSpec, MilvusVectorCache, exact_nearest, open_client
-from conftest import step_argv
+from conftest import keyword_triplet_sources, step_argv
 
 
 def real_triplets(records: list[dict], limit: int, seed: int) -> list[dict]:
     """Test triplets from real records: positive = '<focus> <qtype>' (a keyword query), negative = a
     real question of the same focus with another qtype (its id as negative_query_id)."""
-    rng = random.Random(seed)
-    by_focus = defaultdict(list)
-    for record in records:
-        by_focus[record["focus"]].append(record)
-    triplets = []
-    for record in records:
-        others = [o for o in by_focus[record["focus"]] if o["qtype"] != record["qtype"]]
-        if not others:
-            continue
-        negative = rng.choice(others)
-        triplets.append(
-            {
-                "id": f"t-{record['id']}",
-                "anchor": record["query"],
-                "positive": f"{record['focus']} {record['qtype']}".lower(),
-                "negative": negative["query"],
-                "negative_query_id": negative["id"],
-                "query_id": record["id"],
-                "qtype": record["qtype"],
-            }
-        )
-        if len(triplets) >= limit:
-            break
-    return triplets
+    return [
+        {
+            "id": f"t-{record['id']}",
+            "anchor": record["query"],
+            "positive": f"{record['focus']} {record['qtype']}".lower(),
+            "negative": negative["query"],
+            "negative_query_id": negative["id"],
+            "query_id": record["id"],
+            "qtype": record["qtype"],
+        }
+        for record, negative, _ in keyword_triplet_sources(records, limit, seed)
+    ]
 
 
 @pytest.fixture(scope="module")

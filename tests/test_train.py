@@ -4,6 +4,7 @@ runs with the L6 model from PyPI), the loading contract, merging, and resuming a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -530,3 +531,37 @@ def test_contrastive_second_stage_trains_from_the_first_stages_best(triplet_file
     assert all((kept[key] == final[key]).all() for key in final)
     with pytest.raises(SystemExit):
         train_adapter.parse_args([*argv, "--best-metric", "loss"])
+
+
+def test_contrastive_stage_that_does_worse_is_discarded(triplet_files, base_dir, tmp_path, caplog):
+    """A second stage at a ruinous learning rate scores below the first stage on the checkpoint
+    metric: the saved adapter is the first stage's best checkpoint, and the card and info say so."""
+    from safetensors.numpy import load_file
+
+    output = tmp_path / "run" / "adapter"
+    argv = train_argv(
+        triplet_files,
+        base_dir,
+        output,
+        "--max-examples",
+        "64",
+        "--contrastive-steps",
+        "4",
+        "--contrastive-lr",
+        "1.0",
+        "--keep-checkpoints",
+    )
+    with caplog.at_level(logging.WARNING):
+        assert train_adapter.main(argv) == 0
+    info = read_json(output / "training_info.json")
+    stage = info["contrastive_stage"]
+    metric = info["metric_for_best_model"].removeprefix("eval_")
+    assert stage["best_metric"] < stage["val_metrics_before"][metric]
+    assert stage["kept"] == "first_stage"
+    assert "is not above the first stage's" in caplog.text
+    first = load_file(output.parent / "checkpoints" / info["best_checkpoint"] / "adapter_model.safetensors")
+    final = load_file(output / "adapter_model.safetensors")
+    assert first.keys() == final.keys() and all((first[key] == final[key]).all() for key in final)
+    # The figures after training are the first stage's, measured again on the restored weights.
+    assert info["val_metrics_final"][metric] == pytest.approx(stage["val_metrics_before"][metric], abs=1e-6)
+    assert "the adapter is the first stage's" in (output / "README.md").read_text()

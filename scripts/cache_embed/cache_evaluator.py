@@ -21,6 +21,7 @@ import numpy as np
 
 from cache_embed.cache_sim import Sweep, build_plan, choose_threshold, simulate
 from cache_embed.equivalence import EquivalenceIndex
+from cache_embed.eval_data import attach_groups
 
 LOG = logging.getLogger("cache_evaluator")
 
@@ -32,7 +33,7 @@ def cache_figures(plan, embeddings_of, repeat_share: float, max_wrong_share: flo
     """The evaluator's figures for one model, given `embeddings_of(texts)` (L2-normalised rows);
     the figures at the bound only with a budget."""
     lookups = simulate(plan, embeddings_of)
-    sweep = Sweep(lookups, repeat_share)
+    sweep = Sweep(lookups, repeat_share, groups=plan.lookup_groups)
     figures = {
         "p_chr_auc": sweep.p_chr_auc(),
         "rank1_correct": float(np.mean(lookups.repeat_correct)) if lookups.repeat_correct.size else 0.0,
@@ -69,7 +70,8 @@ def make_cache_evaluator(
 ):
     """A sentence-transformers evaluator of the cache figures on `triplets` (see the module doc)."""
     index = EquivalenceIndex(records, equivalence_mode) if records else None
-    plan = build_plan(triplets, index)
+    # Focus groups are the independent units of the bound on the wrong share, as at evaluation.
+    plan = build_plan(attach_groups(triplets, records)[0], index)
     texts = sorted(set(plan.entry_text) | set(plan.repeat_text) | set(plan.novel_text))
     position = {text: row for row, text in enumerate(texts)}
 

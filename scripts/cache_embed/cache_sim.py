@@ -20,7 +20,13 @@ At a threshold tau: `repeat_hit_rate` (repeats served a correct answer), `repeat
 
 so the figure does not depend on how many negatives the generator made. Its one-sided upper bound
 is the Korn-Graubard (effective-size Clopper-Pearson) bound on the weighted share of wrong served
-answers, each served repeat weighing r / repeats and each served novel (1 - r) / novels.
+answers, each served repeat weighing r / repeats and each served novel (1 - r) / novels. Given the
+lookups' focus groups, the effective size also counts the groups as the independent units: the
+questions of one group share a neighbourhood and are wrong together, so a bound that took every
+lookup as independent would be too tight, and the threshold chosen with it would miss its budget
+on other data (the design-based effective size, p (1 - p) / Var(p), from the ratio estimator's
+linearised variance over groups, with Korn and Graubard's degrees-of-freedom correction; never
+above the weights' own effective size).
 
 The precision-versus-cache-hit-ratio curve (P-CHR: 1 - wrong_share against served_share over all
 thresholds) and its area summarise a model over every threshold.
@@ -31,7 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import beta
+from scipy.stats import beta, norm
+from scipy.stats import t as student_t
 
 from cache_embed.equivalence import EquivalenceIndex
 from cache_embed.text import comparison_key
@@ -64,6 +71,11 @@ class CachePlan:
     novel_excluded: list[np.ndarray]  # entries a novel question is not looked up against
     novel_group: list
     counts: dict = field(default_factory=dict)
+
+    @property
+    def lookup_groups(self) -> tuple[list, list]:
+        """(repeat_group, novel_group): the `groups` argument of Sweep."""
+        return self.repeat_group, self.novel_group
 
 
 @dataclass
@@ -215,8 +227,16 @@ class Sweep:
     one traffic mix and optional bootstrap multiplicities of the lookups."""
 
     def __init__(
-        self, lookups: Lookups, repeat_share: float, repeat_weights=None, novel_weights=None, level: float = 0.95
+        self,
+        lookups: Lookups,
+        repeat_share: float,
+        repeat_weights=None,
+        novel_weights=None,
+        level: float = 0.95,
+        groups: tuple | None = None,
     ):
+        """`groups`: (repeat_groups, novel_groups), each lookup's focus group, for the bound's
+        design-based effective size; None takes every lookup as independent."""
         if not 0 < repeat_share < 1:
             raise ValueError("repeat_share must be in (0, 1)")
         rep_w = np.ones(lookups.repeat_score.size) if repeat_weights is None else np.asarray(repeat_weights, float)
@@ -230,10 +250,18 @@ class Sweep:
         weights = np.concatenate((rep_unit, nov_unit))
         wrong = np.concatenate((~lookups.repeat_correct, np.ones(lookups.novel_score.size, bool)))
         is_repeat = np.concatenate((np.ones(lookups.repeat_score.size, bool), np.zeros(lookups.novel_score.size, bool)))
+        group_ids = None
+        if groups is not None:
+            keys = list(groups[0]) + list(groups[1])
+            if len(keys) != scores.size:
+                raise ValueError("groups must name one group per repeat and per novel lookup")
+            group_ids = np.unique(np.array([repr(key) for key in keys]), return_inverse=True)[1]
         keep = (weights > 0) & np.isfinite(scores)
         scores, weights, wrong, is_repeat = scores[keep], weights[keep], wrong[keep], is_repeat[keep]
         order = np.argsort(-scores, kind="mergesort")
         scores, weights, wrong, is_repeat = scores[order], weights[order], wrong[order], is_repeat[order]
+        if group_ids is not None:
+            group_ids = group_ids[keep][order]
         last = np.flatnonzero(np.diff(scores) != 0)
         last = np.concatenate((last, [scores.size - 1])) if scores.size else last
         self.thresholds = scores[last]  # descending
@@ -247,6 +275,8 @@ class Sweep:
         with np.errstate(divide="ignore", invalid="ignore"):
             self.wrong_share = np.where(self.served > 0, self.wrong / self.served, 0.0)
             n_eff = np.where(self.served_sq > 0, self.served**2 / self.served_sq, 0.0)
+        if group_ids is not None:
+            n_eff = np.minimum(n_eff, _design_effective_size(group_ids, weights, wrong, last, self, level))
         k_eff = np.minimum(self.wrong_share * n_eff, n_eff)
         upper = np.ones_like(n_eff)
         inside = (n_eff > 0) & (k_eff < n_eff - 1e-12)
@@ -312,6 +342,37 @@ class Sweep:
         return points
 
 
+def _design_effective_size(group_ids, weights, wrong, last, sweep: Sweep, level: float) -> np.ndarray:
+    """At each threshold (the cumulative positions `last` of lookups sorted by descending score),
+    p (1 - p) / Var(p) for the wrong share p = sum_g w_g / sum_g s_g over groups g (s_g: served
+    weight, w_g: wrong served weight), Var(p) = G / (G - 1) * sum_g (w_g - p s_g)^2 / S^2, times
+    (z / t_{G-1})^2 (Korn and Graubard 1998); infinite where Var(p) is 0 (p is 0 or 1)."""
+    n_groups = int(group_ids.max()) + 1 if group_ids.size else 0
+    if n_groups < 2:
+        return np.zeros(last.size)
+    wrong_weight = weights * wrong
+    # Each lookup's group's served and wrong weight before it, in score order.
+    by_group = np.lexsort((np.arange(group_ids.size), group_ids))
+    before = {}
+    for name, values in (("served", weights), ("wrong", wrong_weight)):
+        ordered = values[by_group]
+        running = np.cumsum(ordered) - ordered
+        starts = np.r_[True, group_ids[by_group][1:] != group_ids[by_group][:-1]]
+        group_start = np.maximum.accumulate(np.where(starts, running, 0.0))
+        before[name] = np.empty(group_ids.size)
+        before[name][by_group] = running - group_start
+    # Running sums over groups of s_g^2, w_g s_g and w_g^2, updated lookup by lookup.
+    s_sq = np.cumsum(2 * weights * before["served"] + weights**2)[last]
+    ws = np.cumsum(before["wrong"] * weights + wrong_weight * before["served"] + wrong_weight * weights)[last]
+    w_sq = np.cumsum(2 * wrong_weight * before["wrong"] + wrong_weight**2)[last]
+    p = sweep.wrong_share
+    spread = np.maximum(w_sq - 2 * p * ws + p**2 * s_sq, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = n_groups / (n_groups - 1) * spread / sweep.served**2
+        size = np.where(variance > 1e-15, p * (1 - p) / variance, np.inf)
+    return size * (norm.ppf(level) / student_t.ppf(level, n_groups - 1)) ** 2
+
+
 def choose_threshold(sweep: Sweep, max_wrong_share: float) -> dict:
     """The lowest threshold whose upper bound on the wrong share is <= max_wrong_share; when none
     is, the threshold whose bound comes closest (bound_met False)."""
@@ -356,7 +417,7 @@ def operating_point(
 def cache_block(plan: CachePlan, lookups: Lookups, thresholds, repeat_share: float, level: float = 0.95) -> dict:
     """The `cache` block of metrics.json for one model: counts, rank-1 figures, figures at each
     fixed threshold, and the P-CHR curve and its area."""
-    sweep = Sweep(lookups, repeat_share, level=level)
+    sweep = Sweep(lookups, repeat_share, level=level, groups=plan.lookup_groups)
     from cache_embed.cache_metrics import threshold_key
 
     at_threshold = {}

@@ -93,21 +93,26 @@ def load_external_pairs(path: str | Path) -> list[tuple[str, str, int]]:
     return pairs
 
 
-def calibration_subset(triplets: list[dict], limit: int, seed: int) -> list[dict]:
-    """A seeded subset of at most `limit` triplets (0: all), in file order, taking whole anchors
-    (every triplet of a chosen anchor), so that the subset's cache holds complete questions."""
+def calibration_subset(triplets: list[dict], limit: int, seed: int, records: list[dict] | None = None) -> list[dict]:
+    """A seeded subset of at most `limit` triplets (0: all), in file order, taking whole focus groups
+    (every triplet whose anchor is in a chosen group; with no `records`, whole anchors). The test
+    cache holds every question of a group, and a group's questions are each other's likeliest wrong
+    answers: a subset that cached only some of them would have fewer wrong answers than test at
+    every threshold and choose a threshold too low for test."""
     if limit <= 0 or len(triplets) <= limit:
         return list(triplets)
-    by_anchor: dict[str, list[int]] = {}
+    group_of = group_of_record(records) if records else {}
+    by_unit: dict[str, list[int]] = {}
     for row, triplet in enumerate(triplets):
-        by_anchor.setdefault(triplet.get("query_id") or comparison_key(triplet.get("anchor") or ""), []).append(row)
-    anchors = sorted(by_anchor)
-    np.random.default_rng(seed).shuffle(anchors)
+        anchor = triplet.get("query_id") or comparison_key(triplet.get("anchor") or "")
+        by_unit.setdefault(group_of.get(triplet.get("query_id")) or f"anchor:{anchor}", []).append(row)
+    units = sorted(by_unit)
+    np.random.default_rng(seed).shuffle(units)
     rows: list[int] = []
-    for anchor in anchors:
-        if len(rows) + len(by_anchor[anchor]) > limit:
+    for unit in units:
+        if len(rows) + len(by_unit[unit]) > limit:
             continue
-        rows += by_anchor[anchor]
+        rows += by_unit[unit]
     return [triplets[row] for row in sorted(rows)]
 
 

@@ -12,15 +12,15 @@ settings (config/local.yaml over the schema's defaults) and the candidate's over
 scored by scripts/evaluate_adapter.py exactly as the workflow's evaluation does, with the
 validation halves in the roles of test and calibration:
 
-- the deploy threshold is chosen on the val calibrate half (its cache padded with train questions
-  to the size of the scored cache) as the lowest threshold whose 95% upper bound on the wrong share
-  is at most evaluate.max_wrong_share;
-- the figures are measured on a seeded subset of the val select half (whole anchors), whose
-  cache holds every anchor of the subset, or with --scored-triplets 0 on the whole half: its focus
-  groups are whole, so, as on test, every sibling of a looked-up question (same focus, another
-  question type: the wrong hits that set the threshold) is cached. Training selects its checkpoint
-  on the val select half too, so the ranking is slightly optimistic for every candidate alike;
-  test is never read. Each scoring is kept under <work>/<candidate>-seed<N>/score-<size>/.
+- the deploy threshold is chosen on the val calibrate half (as many triplets as are scored, whole
+  focus groups; its cache padded with train questions to the size of the scored cache) as the
+  lowest threshold whose 95% upper bound on the wrong share is at most evaluate.max_wrong_share;
+- the figures are measured on a seeded subset of the val select half (whole focus groups), or
+  with --scored-triplets 0 on the whole half; as on test, every sibling of a looked-up question
+  (same focus, another question type: the wrong hits that set the threshold) is cached. Training
+  selects its checkpoint on the val select half too, so the ranking is slightly optimistic for
+  every candidate alike; test is never read. Each scoring is kept under
+  <work>/<candidate>-seed<N>/score-<size>/.
 
 The table: repeat hit rate at the deploy threshold (and whether the bound held on the scored
 half), P-CHR AUC, cache rank-1, pair ROC-AUC, same-qtype-other-focus accuracy, training minutes,
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from cache_embed.adapter_size import adapter_sizes  # noqa: E402
-from cache_embed.eval_data import calibration_subset, load_triplets  # noqa: E402
+from cache_embed.eval_data import calibration_subset, load_query_records, load_triplets  # noqa: E402
 from cache_embed.files import read_json, write_json, write_jsonl  # noqa: E402
 from conftest import _merge, step_argv, workflow_config  # noqa: E402
 
@@ -56,12 +56,14 @@ QUERY_VALUE = ["query", "value"]
 LOOKUP = ["query_to_doc", "doc_to_query"]  # the paraphrase also ranks its anchor among the batch's anchors
 
 
-def lora(r: int, modules: list[str]) -> dict:
-    return {"lora": {"r": r, "alpha": 4 * r, "target_modules": modules}}
+def lora(r: int, modules: list[str], mined: int = 0) -> dict:
+    """The LoRA shape and the number of mined negatives, named whatever the defaults are."""
+    return {"lora": {"r": r, "alpha": 4 * r, "target_modules": modules}, "mined_negatives": {"count": mined}}
 
 
-# name -> train.* overrides of the local profile's settings, each naming its LoRA shape so that the
-# table means the same whatever the defaults are. `baseline` is the recipe before the search.
+# name -> train.* overrides of the local profile's settings, each naming its LoRA shape and its
+# mined negatives so that the table means the same whatever the defaults are. `baseline` is the
+# recipe before the search.
 CANDIDATES = {
     "baseline": {"best_metric": "accuracy", **lora(8, QUERY_VALUE)},
     "cache_selection": {"best_metric": "cache_p_chr_auc", **lora(8, QUERY_VALUE)},
@@ -74,14 +76,16 @@ CANDIDATES = {
     "r32_all_gist": {"loss": "gist", **lora(32, ALL_LAYERS)},
     "r32_all_hardness": {"hardness": {"mode": "all_negatives", "strength": 5.0}, **lora(32, ALL_LAYERS)},
     "r32_all_lookup": {"directions": LOOKUP, **lora(32, ALL_LAYERS)},
-    "r32_all_mined3": {"mined_negatives": {"count": 3}, **lora(32, ALL_LAYERS)},
-    "r32_all_lookup_mined3": {"directions": LOOKUP, "mined_negatives": {"count": 3}, **lora(32, ALL_LAYERS)},
-    "r32_all_contrastive": {"contrastive": {"steps": 50}, **lora(32, ALL_LAYERS)},
-    "r32_all_mined3_contrastive": {
-        "mined_negatives": {"count": 3},
-        "contrastive": {"steps": 50},
-        **lora(32, ALL_LAYERS),
+    "r32_all_mined1": lora(32, ALL_LAYERS, mined=1),
+    "r32_all_mined3": lora(32, ALL_LAYERS, mined=3),
+    "r32_all_mined3_lr1e-4": {"learning_rate": 1.0e-4, **lora(32, ALL_LAYERS, mined=3)},
+    "r32_all_mined3_hardness": {
+        "hardness": {"mode": "all_negatives", "strength": 5.0},
+        **lora(32, ALL_LAYERS, mined=3),
     },
+    "r32_all_lookup_mined3": {"directions": LOOKUP, **lora(32, ALL_LAYERS, mined=3)},
+    "r32_all_contrastive": {"contrastive": {"steps": 50}, **lora(32, ALL_LAYERS)},
+    "r32_all_mined3_contrastive": {"contrastive": {"steps": 50}, **lora(32, ALL_LAYERS, mined=3)},
 }
 FIGURES = (
     "repeat_hit_rate",
@@ -109,12 +113,13 @@ def run(command: list[str], log: Path) -> None:
 
 
 def score_subset(run_dir: Path, domain: str, work: Path, size: int, seed: int) -> Path:
-    """A seeded subset of the val select half (whole anchors; 0: the whole half, whose focus groups
-    are whole, so every sibling question of a looked-up question is cached, as on test)."""
+    """A seeded subset of the val select half (whole focus groups, so every sibling question of a
+    looked-up question is cached, as on test; 0: the whole half)."""
     path = work / f"val_select_scored-{size}.jsonl"
     if not path.exists():
         triplets = load_triplets(run_dir / "results" / domain / "triplets" / "val_select.jsonl")
-        write_jsonl(path, calibration_subset(triplets, size, seed))
+        records = load_query_records(run_dir / "results" / domain / "splits" / "val.jsonl")
+        write_jsonl(path, calibration_subset(triplets, size, seed, records))
     return path
 
 
@@ -187,8 +192,9 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
                 "--plots-dir",
                 str(scored / "plots"),
                 *step_argv("evaluate", domain, {}, **evaluate_config),
+                # As many calibration triplets as scored ones (0: the whole calibrate half).
                 "--max-calibration-triplets",
-                str(args.scored_triplets or sum(1 for _ in scored_file.open(encoding="utf-8"))),
+                str(args.scored_triplets),
             ],
             scored / "evaluate.log",
         )

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from cache_embed.cli import PipelineError, run_main, setup_logging
+from cache_embed.eval_markdown import BREAKDOWNS
 from cache_embed.files import atomic_output, read_json, write_json
 from cache_embed.numbers import fmt as fmt_number
 from cache_embed.numbers import interval, pct
@@ -556,8 +557,9 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
     if rec.get("note"):
         parts.append(f'<div class="warn"><strong>The threshold moves.</strong> {esc(rec["note"])}</div>')
 
-    for key, title in (("by_negative_kind", "By negative kind"), ("by_qtype", "By question type")):
+    for key, title in BREAKDOWNS:
         groups = test.get(key) or {}
+        ranked = key == "by_positive_kind"
         rows = []
         for group, entry in groups.items():
             b, a = entry.get("base", {}), entry.get("adapter", {})
@@ -574,6 +576,7 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
                     get(b, "at_recommended_threshold", "recall"),
                     get(a, "at_recommended_threshold", "recall"),
                 ]
+                + ([b.get("cache_rank1_correct"), a.get("cache_rank1_correct")] if ranked else [])
             )
         if rows:
             parts.append(
@@ -590,7 +593,8 @@ def section_metrics(metrics: dict, plots: list[Path]) -> str:
                         "adapter margin",
                         "base pair recall at its deploy threshold",
                         "adapter pair recall at its deploy threshold",
-                    ],
+                    ]
+                    + (["base cache rank-1", "adapter cache rank-1"] if ranked else []),
                     rows,
                 )
             )

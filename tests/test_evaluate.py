@@ -233,6 +233,9 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
         {"anchor": "E", "positive": "pe", "negative": "nf", "query_id": "e", "negative_query_id": "f"},
         {"anchor": "F", "positive": "pf", "negative": "nx", "query_id": "f", "negative_query_id": None},
     ]
+    for triplet, kind in zip(triplets, ("synonym", "surface_form", "synonym", None), strict=True):
+        if kind:
+            triplet["positive_kind"] = kind
     vectors = {
         "A": _unit(1, 0, 0, 0),
         "B": _unit(0.9, 0.1, 0, 0),
@@ -258,6 +261,12 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
     assert at["repeat_hit_rate"] == pytest.approx(3 / 4) and at["novel_false_hit_rate"] == pytest.approx(1 / 4)
     # Wrong share for a 50/50 mix: (0.5 * 1/4 + 0.5 * 1/4) / (0.5 * 4/4 + 0.5 * 1/4).
     assert at["wrong_share"] == pytest.approx(0.25 / 0.625)
+    # Rank-1 per kind of repeat: pa (synonym) right, pe (synonym) wrong; pb right; pf (no kind) right.
+    assert block["rank1_by_positive_kind"] == {
+        "surface_form": {"repeats": 1, "rank1_correct": 1.0},
+        "synonym": {"repeats": 2, "rank1_correct": 0.5},
+        "unknown": {"repeats": 1, "rank1_correct": 1.0},
+    }
     # Judged by identity alone, the equivalent hit would count as wrong.
     blind = cache_sim.simulate(
         cache_sim.build_plan(triplets, None), lambda texts: np.stack([vectors[t] for t in texts])
@@ -654,6 +663,12 @@ def test_evaluate_adapter_end_to_end_shape(evaluated, real_test_triplets, real_v
     assert rec["calibration_cache"]["cached_entries"] == rec["test_cache"]["cached_entries"]
     assert rec["calibration_cache"]["distractor_entries"] > 0
     assert set(test["by_negative_kind"]) == {"same_focus_other_qtype", "same_qtype_other_focus"}
+    # Every test triplet is a keyword paraphrase: that kind's cache rank-1 is the overall rank-1.
+    keyword = test["by_positive_kind"]["keyword"]
+    assert set(test["by_positive_kind"]) == {"keyword"} and keyword["triplets"] == 48
+    for name in ("base", "adapter"):
+        assert keyword[name]["cache_rank1_correct"] == pytest.approx(test[name]["cache"]["rank1_correct"])
+    assert keyword["repeat_lookups"] == test["adapter"]["cache"]["repeat_lookups"]
     assert sum(g["triplets"] for g in test["by_qtype"].values()) == 48
     assert set(test["by_qtype"][next(iter(test["by_qtype"]))]) == {"triplets", "base", "adapter"}
     for name in ("csv_set", "jsonl_set"):

@@ -54,6 +54,7 @@ def report_inputs(tmp_path_factory, medquad_splits) -> dict:
             "negative": f"n:{i}",
             "qtype": EVIL if i % 5 == 0 else "symptoms",
             "negative_kind": ["same_focus_other_qtype", "llm_hard_negative"][i % 2],
+            "positive_kind": ["surface_form", "synonym", "synonym_form"][i % 3],
         }
         for i in range(80)
     ]
@@ -204,6 +205,17 @@ def test_report_is_self_contained_and_escaped(report_html, report_inputs, medqua
     assert "/home/someone" not in page and "0.000<" not in page
     assert "Validation halves" in page and "<td>61</td>" in page
     assert "95% CI of delta" in page and "By negative kind" in page and "llm_hard_negative" in page
+    # Per paraphrase kind, the cache's rank-1 beside the pair figures.
+    section = page[page.index("By paraphrase kind") :]
+    section = section[: section.index("</table>")]
+    assert "adapter cache rank-1" in section and "<td>synonym_form</td>" in section
+    kinds = metrics["test"]["by_positive_kind"]
+    assert (
+        sum(entry["repeat_lookups"] for entry in kinds.values())
+        == metrics["test"]["adapter"]["cache"]["repeat_lookups"]
+    )
+    synonym = kinds["synonym"]["adapter"]["cache_rank1_correct"]
+    assert f"<td>{make_report.fmt(synonym)}</td>" in section
     assert "External labelled pairs" in page and "Effective configuration" in page
     assert "https://x/{commit}.zip" in page
 

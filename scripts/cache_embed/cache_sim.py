@@ -71,6 +71,7 @@ class CachePlan:
     novel_excluded: list[np.ndarray]  # entries a novel question is not looked up against
     novel_group: list
     counts: dict = field(default_factory=dict)
+    repeat_kind: list = field(default_factory=list)  # the generator's positive_kind of each repeat
 
     @property
     def lookup_groups(self) -> tuple[list, list]:
@@ -142,7 +143,7 @@ def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None, dist
         return found
 
     repeats: dict[tuple, int] = {}
-    repeat_text, repeat_own, repeat_accept, repeat_group = [], [], [], []
+    repeat_text, repeat_own, repeat_accept, repeat_group, repeat_kind = [], [], [], [], []
     novels: dict[tuple, int] = {}
     novel_text, novel_excluded, novel_group = [], [], []
     left_out_total = novels_with_equivalents = 0
@@ -158,6 +159,7 @@ def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None, dist
             accept |= set(entries_by_key.get(positive_key, ()))
             repeat_accept.append(frozenset(accept))
             repeat_group.append(group)
+            repeat_kind.append(str(triplet.get("positive_kind") or "unknown"))
         negative_key = comparison_key(triplet["negative"])
         source = triplet.get("negative_query_id")
         if (negative_key, source) not in novels:
@@ -190,6 +192,7 @@ def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None, dist
         novel_excluded,
         novel_group,
         counts,
+        repeat_kind,
     )
 
 
@@ -439,8 +442,24 @@ def cache_block(plan: CachePlan, lookups: Lookups, thresholds, repeat_share: flo
         "repeat_share": repeat_share,
         "rank1_correct": float(np.mean(lookups.repeat_correct)) if lookups.repeat_correct.size else None,
         "rank1_identity": float(np.mean(lookups.repeat_identity)) if lookups.repeat_identity.size else None,
+        "rank1_by_positive_kind": rank1_by_kind(plan, lookups),
         "at_threshold": at_threshold,
         "p_chr": {"auc": sweep.p_chr_auc(), "points": sweep.curve(grid)},
+    }
+
+
+def rank1_by_kind(plan: CachePlan, lookups: Lookups) -> dict:
+    """{positive kind: {repeats, rank1_correct}}: how often the nearest cached question is a correct
+    answer, for each kind of repeat the generator made (reworded, synonym, ...)."""
+    kinds = np.array(plan.repeat_kind, dtype=object)
+    if kinds.size != lookups.repeat_correct.size:
+        return {}
+    return {
+        kind: {
+            "repeats": int(np.sum(kinds == kind)),
+            "rank1_correct": float(np.mean(lookups.repeat_correct[kinds == kind])),
+        }
+        for kind in sorted(set(plan.repeat_kind))
     }
 
 

@@ -6,6 +6,12 @@ from __future__ import annotations
 from cache_embed.numbers import fmt, interval, pct, signed
 
 MODELS = ("adapter", "base")
+# test.<key> breakdowns of the pair figures, shown in this order by the markdown and the report.
+BREAKDOWNS = (
+    ("by_negative_kind", "By negative kind"),
+    ("by_positive_kind", "By paraphrase kind (repeats: also the cache's rank-1)"),
+    ("by_qtype", "By question type"),
+)
 
 
 def _ci(ci: dict, key: str) -> str:
@@ -175,20 +181,27 @@ def render_markdown(metrics: dict) -> str:
                 f" | {fmt(point['precision'])} | {fmt(point['recall'])} | {pct(point['cache']['wrong_share'])} |"
             )
     lines.append("")
-    for key, title in (("by_negative_kind", "By negative kind"), ("by_qtype", "By question type")):
+    for key, title in BREAKDOWNS:
+        ranked = key == "by_positive_kind"
         lines += [
             f"## {title}",
             "",
             "| group | triplets | base ROC-AUC | adapter ROC-AUC | base triplet acc."
-            " | adapter triplet acc. | base margin | adapter margin |",
-            "|---|---|---|---|---|---|---|---|",
+            " | adapter triplet acc. | base margin | adapter margin |"
+            + (" base cache rank-1 | adapter cache rank-1 |" if ranked else ""),
+            "|---|---|---|---|---|---|---|---|" + ("---|---|" if ranked else ""),
         ]
-        for group, entry in test[key].items():
+        for group, entry in (test.get(key) or {}).items():
             lines.append(
                 f"| {group} | {fmt(entry['triplets'])} | {fmt(entry['base']['roc_auc'])}"
                 f" | {fmt(entry['adapter']['roc_auc'])} | {fmt(entry['base']['triplet_accuracy'])}"
                 f" | {fmt(entry['adapter']['triplet_accuracy'])} | {fmt(entry['base']['margin'])}"
                 f" | {fmt(entry['adapter']['margin'])} |"
+                + (
+                    f" {pct(entry['base'].get('cache_rank1_correct'))} | {pct(entry['adapter'].get('cache_rank1_correct'))} |"
+                    if ranked
+                    else ""
+                )
             )
         lines.append("")
     if metrics["external"]:

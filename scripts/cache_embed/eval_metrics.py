@@ -273,7 +273,11 @@ def compute_metrics(
         else {}
     )
 
-    for field, out_key in (("qtype", "by_qtype"), ("negative_kind", "by_negative_kind")):
+    for field, out_key in (
+        ("qtype", "by_qtype"),
+        ("negative_kind", "by_negative_kind"),
+        ("positive_kind", "by_positive_kind"),
+    ):
         by_value = defaultdict(list)
         for row, triplet in enumerate(triplets):
             by_value[str(triplet.get(field) or "unknown")].append(row)
@@ -287,6 +291,12 @@ def compute_metrics(
             }
             for value, rows in sorted(by_value.items())
         }
+    # Per paraphrase kind, also the cache's rank-1: which kinds of repeat find their own question.
+    for kind, entry in test["by_positive_kind"].items():
+        for name in MODELS:
+            found = test[name]["cache"]["rank1_by_positive_kind"].get(kind) or {}
+            entry["repeat_lookups"] = found.get("repeats", 0)
+            entry[name]["cache_rank1_correct"] = found.get("rank1_correct")
 
     # The deploy threshold: chosen on the validation cache simulation, measured on test.
     rec = {
@@ -419,6 +429,9 @@ def compute_metrics(
                 sorted(Counter(str(t.get("negative_kind") or "unknown") for t in triplets).items())
             ),
             "by_qtype": dict(sorted(Counter(str(t.get("qtype") or "unknown") for t in triplets).items())),
+            "by_positive_kind": dict(
+                sorted(Counter(str(t.get("positive_kind") or "unknown") for t in triplets).items())
+            ),
             "external_pairs": {name: len(spec["pairs"]) for name, spec in external.items()},
         },
         "models": {

@@ -350,7 +350,7 @@ def _design_effective_size(group_ids, weights, wrong, last, sweep: Sweep, level:
     p (1 - p) / Var(p) for the wrong share p = sum_g w_g / sum_g s_g over groups g (s_g: served
     weight, w_g: wrong served weight), Var(p) = G / (G - 1) * sum_g (w_g - p s_g)^2 / S^2, times
     (z / t_{G-1})^2 (Korn and Graubard 1998); infinite where Var(p) is 0 (p is 0 or 1)."""
-    n_groups = int(group_ids.max()) + 1 if group_ids.size else 0
+    n_groups = np.unique(group_ids).size  # the groups with a lookup (ids need not be contiguous)
     if n_groups < 2:
         return np.zeros(last.size)
     wrong_weight = weights * wrong

@@ -26,6 +26,7 @@ import random
 import shutil
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from cache_embed.equivalence import MODES
 from cache_embed.files import dumps, make_readable, read_json, sha256_file, write_json
 from cache_embed.negative_mining import MiningSettings, add_mined_negatives, negative_columns
 from cache_embed.paths import shareable_path
+from cache_embed.qtype_balance import balanced_sample
 from cache_embed.text import comparison_key
 from cache_embed.triplets import TRIPLET_FIELDS, read_triplets
 
@@ -83,6 +85,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--max-examples", type=int, required=True, help="train on a seeded subset of this size (0 = all)"
     )
     parser.add_argument("--max-val-examples", type=int, required=True, help="validate on a seeded subset (0 = all)")
+    parser.add_argument(
+        "--qtype-balance",
+        type=float,
+        default=1.0,
+        help="with --max-examples: each qtype's share of the subset proportional to its count ** this (1: as in the file)",
+    )
     parser.add_argument(
         "--max-drop-fraction",
         type=float,
@@ -171,6 +179,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--warmup-ratio must be in [0, 1)")
     if args.max_examples < 0 or args.max_val_examples < 0:
         parser.error("--max-examples/--max-val-examples must be >= 0")
+    if not 0 <= args.qtype_balance <= 1:
+        parser.error("--qtype-balance must be in [0, 1]")
     if args.best_metric in BEST_METRICS:
         needed = ("equivalence", "repeat_share") + (
             ("max_wrong_share",) if args.best_metric == "cache_repeat_hit_rate" else ()
@@ -216,12 +226,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- data
 
 
-def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: float) -> tuple[list[dict], dict]:
+def load_triplets(
+    path: str, max_examples: int, seed: int, max_drop_fraction: float, qtype_balance: float = 1.0
+) -> tuple[list[dict], dict]:
     """Read triplets; a record without the three texts is a user error (file and line named).
     Degenerate triplets (negative equal to anchor or positive, positive equal to nothing new)
-    are dropped and counted; more than max_drop_fraction of them fails the run."""
+    are dropped and counted; more than max_drop_fraction of them fails the run. A subset of
+    max_examples is a seeded uniform sample, or with qtype_balance below 1 a sample whose qtype
+    shares are flattened (cache_embed.qtype_balance)."""
     path = Path(path)
-    kept, dropped, total = [], {}, 0
+    kept, qtypes, dropped, total = [], [], {}, 0
     for _, record in read_triplets(path):
         total += 1
         keys = {field: comparison_key(record[field]) for field in TRIPLET_FIELDS}
@@ -233,6 +247,7 @@ def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: fl
             continue
         # The ids stay with the texts: the cache evaluator's equivalence needs them.
         kept.append({key: record[key] for key in (*TRIPLET_FIELDS, "query_id", "negative_query_id") if key in record})
+        qtypes.append(str(record.get("qtype") or "unknown"))
     if total == 0:
         raise PipelineError(f"{path}: no triplets; check the generate step's stats")
     n_dropped = sum(dropped.values())
@@ -245,9 +260,15 @@ def load_triplets(path: str, max_examples: int, seed: int, max_drop_fraction: fl
         raise PipelineError(f"{path}: every triplet was unusable ({dropped})")
     available = len(kept)
     if max_examples and max_examples < len(kept):
-        chosen = sorted(random.Random(seed).sample(range(len(kept)), max_examples))
-        kept = [kept[index] for index in chosen]
+        if qtype_balance < 1:
+            chosen = balanced_sample(qtypes, max_examples, qtype_balance, seed)
+        else:
+            chosen = sorted(random.Random(seed).sample(range(len(kept)), max_examples))
+        kept, qtypes = [kept[index] for index in chosen], [qtypes[index] for index in chosen]
     stats = {"file": shareable_path(path), "records": total, "usable": available, "used": len(kept), "dropped": dropped}
+    if qtype_balance < 1:
+        stats["qtype_balance"] = qtype_balance
+        stats["qtypes_used"] = dict(Counter(qtypes).most_common())
     return kept, stats
 
 
@@ -457,6 +478,8 @@ def run_fingerprint(args, train_sha: str, val_sha: str) -> dict:
         "contrastive_lr",
     )
     config = {key: getattr(args, key) for key in keys}
+    if args.qtype_balance < 1:  # absent at 1, so runs from before the option keep their fingerprint
+        config["qtype_balance"] = args.qtype_balance
     if args.mined_negatives:
         config["train_queries_sha256"] = sha256_file(args.train_queries)
     config.update(train_sha256=train_sha, val_sha256=val_sha, base_model=str(Path(args.base_model).resolve()))
@@ -636,7 +659,9 @@ def train(args) -> dict:
     hub_id, revision = resolve_base_model_id(args.base_model, args.base_model_id)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = choose_precision(args.precision, device)
-    train_rows, train_stats = load_triplets(args.train_data, args.max_examples, args.seed, args.max_drop_fraction)
+    train_rows, train_stats = load_triplets(
+        args.train_data, args.max_examples, args.seed, args.max_drop_fraction, args.qtype_balance
+    )
     val_rows, val_stats = load_triplets(args.val_data, args.max_val_examples, args.seed, args.max_drop_fraction)
     if len(train_rows) < args.batch_size:
         raise PipelineError(
@@ -742,6 +767,7 @@ def train(args) -> dict:
             "max_grad_norm": args.max_grad_norm,
             "max_examples": args.max_examples,
             "max_val_examples": args.max_val_examples,
+            **({"qtype_balance": args.qtype_balance} if args.qtype_balance < 1 else {}),
             "max_seq_length": args.max_seq_length,
             "seed": args.seed,
             "loss": args.loss,

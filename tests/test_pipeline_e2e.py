@@ -106,6 +106,7 @@ AFTER_SPLIT = {"split_queries"} | AFTER_GENERATION
         ("train: {directions: [query_to_doc, doc_to_query]}", AFTER_TRAINING, "models/medical/adapter"),
         # The quick run does not mine (tests/data/quick.yaml); turning mining on reruns training onward.
         ("train: {mined_negatives: {count: 2}}", AFTER_TRAINING, "models/medical/adapter"),
+        ("train: {qtype_balance: 0.5}", AFTER_TRAINING, "models/medical/adapter"),
         ("evaluate: {thresholds: [0.75, 0.8]}", AFTER_EVALUATION, "results/medical/eval/metrics.json"),
         # The budget changes the deploy threshold, not which checkpoint the default (P-CHR AUC) keeps;
         # the traffic mix changes both.

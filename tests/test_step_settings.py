@@ -129,6 +129,14 @@ def test_options_of_training_features_that_are_off_reach_no_flag():
     assert "--contrastive-margin 0.5" in staged and "--contrastive-steps 30" in staged
     assert "--contrastive-lr" not in staged
     assert "--directions query_to_doc doc_to_query" in staged
+    # Rebalancing question types changes only a subset: it needs max_examples, and 1 is no change.
+    assert "--qtype-balance" not in flags
+    every = workflow_config(train={"qtype_balance": 0.5, "max_examples": 0})
+    assert step_settings.cli_flags(step_settings.train(every, "medical")) == step_settings.cli_flags(
+        step_settings.train(workflow_config(), "medical")
+    )
+    subset = workflow_config(train={"qtype_balance": 0.5, "max_examples": 4800})
+    assert "--qtype-balance 0.5" in step_settings.cli_flags(step_settings.train(subset, "medical"))
 
 
 def test_cli_flags_are_sorted_quoted_and_lists_become_words():

@@ -99,6 +99,11 @@ def _recipe_extras(info: dict) -> str:
             f" questions by the base model (ranks {hp['mine_range_min']}-{hp['mine_range_max']}; candidates"
             f" asking the same question skipped: {fmt(mined['same_question_skipped'])})."
         )
+    if hp.get("qtype_balance") is not None:
+        parts.append(
+            f"The {fmt(hp['max_examples'])} training triplets were sampled with question types rebalanced"
+            f" (each type's share proportional to its triplet count to the power {hp['qtype_balance']:g})."
+        )
     stage = info.get("contrastive_stage")
     if stage:
         parts.append(

@@ -171,6 +171,9 @@ def train(config: dict, domain: str) -> dict:
         contrastive = {"contrastive-steps": stage["steps"], "contrastive-margin": stage["margin"]}
         if stage["learning_rate"] is not None:
             contrastive["contrastive-lr"] = stage["learning_rate"]
+    sampling = {}
+    if settings_of["qtype_balance"] < 1 and settings_of["max_examples"]:
+        sampling = {"qtype-balance": settings_of["qtype_balance"]}
     directions = {}
     if settings_of["directions"] != ["query_to_doc"]:
         directions = {"directions": settings_of["directions"]}
@@ -180,6 +183,7 @@ def train(config: dict, domain: str) -> dict:
         **mining,
         **contrastive,
         **directions,
+        **sampling,
         "base-model-id": config["base_model"]["name"],
         "epochs": settings_of["epochs"],
         "batch-size": settings_of["batch_size"],

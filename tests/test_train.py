@@ -490,24 +490,29 @@ def test_training_with_mined_negatives_and_the_lookup_direction(medquad_splits, 
         )
 
 
-def test_contrastive_second_stage_trains_from_the_first_stages_best(triplet_files, base_dir, tmp_path):
-    """--contrastive-steps runs OnlineContrastiveLoss on labelled pairs after the MNRL stage; the
-    saved adapter is the better of the two stages' best checkpoints by the checkpoint metric."""
-    from safetensors.numpy import load_file
-
-    output = tmp_path / "run" / "adapter"
-    argv = train_argv(
-        triplet_files,
-        base_dir,
+def contrastive_argv(files, base: Path, output: Path, learning_rate: str) -> list[str]:
+    """A short run with 4 steps of the contrastive stage at `learning_rate`, checkpoints kept."""
+    return train_argv(
+        files,
+        base,
         output,
         "--max-examples",
         "64",
         "--contrastive-steps",
         "4",
         "--contrastive-lr",
-        "1e-3",
+        learning_rate,
         "--keep-checkpoints",
     )
+
+
+def test_contrastive_second_stage_trains_from_the_first_stages_best(triplet_files, base_dir, tmp_path):
+    """--contrastive-steps runs OnlineContrastiveLoss on labelled pairs after the MNRL stage; the
+    saved adapter is the better of the two stages' best checkpoints by the checkpoint metric."""
+    from safetensors.numpy import load_file
+
+    output = tmp_path / "run" / "adapter"
+    argv = contrastive_argv(triplet_files, base_dir, output, "1e-3")
     assert train_adapter.main(argv) == 0
     info = read_json(output / "training_info.json")
     stage = info["contrastive_stage"]
@@ -539,18 +544,7 @@ def test_contrastive_stage_that_does_worse_is_discarded(triplet_files, base_dir,
     from safetensors.numpy import load_file
 
     output = tmp_path / "run" / "adapter"
-    argv = train_argv(
-        triplet_files,
-        base_dir,
-        output,
-        "--max-examples",
-        "64",
-        "--contrastive-steps",
-        "4",
-        "--contrastive-lr",
-        "1.0",
-        "--keep-checkpoints",
-    )
+    argv = contrastive_argv(triplet_files, base_dir, output, "1.0")
     with caplog.at_level(logging.WARNING):
         assert train_adapter.main(argv) == 0
     info = read_json(output / "training_info.json")

@@ -79,6 +79,7 @@ CANDIDATES = {
     "r32_all_mined1": lora(32, ALL_LAYERS, mined=1),
     "r32_all_mined3": lora(32, ALL_LAYERS, mined=3),
     "r32_all_mined3_lr1e-4": {"learning_rate": 1.0e-4, **lora(32, ALL_LAYERS, mined=3)},
+    "r32_all_mined3_lr5e-4": {"learning_rate": 5.0e-4, **lora(32, ALL_LAYERS, mined=3)},
     "r32_all_mined3_qtypes0.5": {"qtype_balance": 0.5, **lora(32, ALL_LAYERS, mined=3)},
     "r32_all_mined3_hardness": {
         "hardness": {"mode": "all_negatives", "strength": 5.0},

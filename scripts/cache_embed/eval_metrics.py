@@ -293,9 +293,10 @@ def compute_metrics(
         }
     # Per paraphrase kind, also the cache's rank-1: which kinds of repeat find their own question.
     for kind, entry in test["by_positive_kind"].items():
+        # The lookups are the same for every model; only their rank-1 differs.
+        entry["repeat_lookups"] = (test["adapter"]["cache"]["rank1_by_positive_kind"].get(kind) or {}).get("repeats", 0)
         for name in MODELS:
             found = test[name]["cache"]["rank1_by_positive_kind"].get(kind) or {}
-            entry["repeat_lookups"] = found.get("repeats", 0)
             entry[name]["cache_rank1_correct"] = found.get("rank1_correct")
 
     # The deploy threshold: chosen on the validation cache simulation, measured on test.

@@ -15,9 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import atomic_output
-from cache_embed.medquad_archive import archive_digest, verify_digest
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import atomic_output
+from cache_embed.data.medquad_archive import archive_digest, verify_digest
 
 LOG = logging.getLogger("download_medquad")
 

@@ -2,9 +2,9 @@
 
 Every distinct text (test triplets, calibration triplets and external pairs) is encoded once per
 model, base first, then with the adapter loaded, as L2-normalised embeddings; similarity is cosine.
-The library does the rest: cache_embed.eval_data (inputs), cache_embed.equivalence (the same
-question), cache_embed.cache_sim (the cache as operated), cache_embed.eval_metrics (metrics.json),
-cache_embed.eval_plots and cache_embed.eval_markdown.
+The library does the rest: cache_embed.evaluate.inputs (inputs), cache_embed.data.equivalence (the same
+question), cache_embed.evaluate.simulation (the cache as operated), cache_embed.evaluate.metrics (metrics.json),
+cache_embed.evaluate.plots and cache_embed.evaluate.markdown.
 
 The deploy threshold is CHOSEN on the validation cache simulation (--calibration-triplets: the
 calibration half of the val split) as the lowest threshold whose one-sided 95% Clopper-Pearson
@@ -60,10 +60,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cache_embed.cache_sim import cached_entry_count
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.equivalence import MODES
-from cache_embed.eval_data import (
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import atomic_output, write_json
+from cache_embed.common.numbers import fmt, pct
+from cache_embed.common.paths import shareable_path
+from cache_embed.common.text import comparison_key
+from cache_embed.data.equivalence import MODES
+from cache_embed.evaluate.inputs import (
     calibration_distractors,
     calibration_subset,
     check_triplets_match_records,
@@ -72,13 +75,10 @@ from cache_embed.eval_data import (
     load_triplets,
     parse_external,
 )
-from cache_embed.eval_markdown import render_markdown
-from cache_embed.eval_metrics import compute_metrics, versions
-from cache_embed.eval_plots import make_plots
-from cache_embed.files import atomic_output, write_json
-from cache_embed.numbers import fmt, pct
-from cache_embed.paths import shareable_path
-from cache_embed.text import comparison_key
+from cache_embed.evaluate.markdown import render_markdown
+from cache_embed.evaluate.metrics import compute_metrics, versions
+from cache_embed.evaluate.plots import make_plots
+from cache_embed.evaluate.simulation import cached_entry_count
 
 LOG = logging.getLogger("evaluate_adapter")
 

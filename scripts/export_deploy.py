@@ -20,8 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import atomic_output, make_readable, read_json, write_json
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import atomic_output, make_readable, read_json, write_json
 
 LOG = logging.getLogger("export_deploy")
 FRAGMENT_NAME = "semantic-router.yaml"

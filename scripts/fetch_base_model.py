@@ -22,8 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import read_json, write_json
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import read_json, write_json
 
 LOG = logging.getLogger("fetch_base_model")
 INFO_FILE = "base_model.json"

@@ -15,9 +15,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import read_json, read_jsonl, sha256_file, write_json, write_jsonl
-from cache_embed.names import SPLITS
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from cache_embed.common.names import SPLITS
 
 LOG = logging.getLogger("gather_triplets")
 

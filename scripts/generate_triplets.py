@@ -19,10 +19,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import dumps, read_jsonl, sha256_file, write_json, write_jsonl
-from cache_embed.names import SPLITS
-from cache_embed.triplet_quality import Candidate, build_triplets, triplet_record
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import dumps, read_jsonl, sha256_file, write_json, write_jsonl
+from cache_embed.common.names import SPLITS
+from cache_embed.generate.triplet_quality import Candidate, build_triplets, triplet_record
 
 LOG = logging.getLogger("generate_triplets")
 
@@ -167,7 +167,7 @@ def run_settings(args: argparse.Namespace) -> dict:
         "seed": args.seed,
     }
     if args.backend == "structure":
-        from cache_embed.structure_generator import forms_digest
+        from cache_embed.generate.structure_generator import forms_digest
 
         settings.update(forms_sha256=forms_digest(args.forms), max_synonym_words=args.max_synonym_words)
     else:
@@ -224,13 +224,13 @@ def main(argv=None) -> int:
     )
 
     if args.backend == "structure":
-        from cache_embed.structure_generator import StructureBackend, load_forms
+        from cache_embed.generate.structure_generator import StructureBackend, load_forms
 
         backend = StructureBackend(
             records, args.split, load_forms(args.forms), seed=args.seed, max_synonym_words=args.max_synonym_words
         )
     else:
-        from cache_embed.llm_backends import load_spec, make_backend
+        from cache_embed.generate.llm_backends import load_spec, make_backend
 
         backend = make_backend(args.backend, llm_settings(args), load_spec(args.spec))
     model = getattr(backend, "model", None)

@@ -16,9 +16,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import write_json, write_jsonl
-from cache_embed.text import comparison_key, normalise_whitespace, stable_id
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import write_json, write_jsonl
+from cache_embed.common.text import comparison_key, normalise_whitespace, stable_id
 
 LOG = logging.getLogger("import_queries")
 

@@ -17,14 +17,14 @@ import math
 import sys
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.eval_markdown import BREAKDOWNS
-from cache_embed.files import atomic_output, read_json, write_json
-from cache_embed.numbers import fmt as fmt_number
-from cache_embed.numbers import interval, pct
-from cache_embed.numbers import signed as signed_text
-from cache_embed.paths import shareable_path
-from cache_embed.seed_spread import HIGHER_IS_BETTER, seed_spread
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import atomic_output, read_json, write_json
+from cache_embed.common.numbers import fmt as fmt_number
+from cache_embed.common.numbers import interval, pct
+from cache_embed.common.numbers import signed as signed_text
+from cache_embed.common.paths import shareable_path
+from cache_embed.evaluate.markdown import BREAKDOWNS
+from cache_embed.evaluate.seed_spread import HIGHER_IS_BETTER, seed_spread
 
 LOG = logging.getLogger("make_report")
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -60,7 +60,7 @@ def esc(value) -> str:
 
 
 def fmt(value, digits: int = 3) -> str:
-    """Numbers formatted for their scale (cache_embed.numbers: 2e-4, not 0.000); containers as JSON."""
+    """Numbers formatted for their scale (cache_embed.common.numbers: 2e-4, not 0.000); containers as JSON."""
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return fmt_number(value, digits)
@@ -662,7 +662,7 @@ def section_external(metrics: dict) -> str:
 
 
 def shareable(data):
-    """A copy with every absolute local path replaced (cache_embed.paths.shareable_path)."""
+    """A copy with every absolute local path replaced (cache_embed.common.paths.shareable_path)."""
     if isinstance(data, dict):
         return {key: shareable(value) for key, value in data.items()}
     if isinstance(data, list):

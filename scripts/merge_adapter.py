@@ -13,8 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import make_readable, read_json, write_json
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import make_readable, read_json, write_json
 
 LOG = logging.getLogger("merge_adapter")
 CHECK_SENTENCES = [

@@ -22,10 +22,16 @@ from xml.etree.ElementTree import ParseError
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import write_json, write_jsonl
-from cache_embed.medquad_archive import COLLECTION_COUNT, ContentDigest, iter_xml_members, open_archive, verify_digest
-from cache_embed.text import comparison_key, normalise_whitespace, stable_id
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import write_json, write_jsonl
+from cache_embed.common.text import comparison_key, normalise_whitespace, stable_id
+from cache_embed.data.medquad_archive import (
+    COLLECTION_COUNT,
+    ContentDigest,
+    iter_xml_members,
+    open_archive,
+    verify_digest,
+)
 
 LOG = logging.getLogger("parse_medquad")
 

@@ -19,8 +19,8 @@ import re
 import sys
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import sha256_file, write_json
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import sha256_file, write_json
 
 LOG = logging.getLogger("publish_adapter")
 HUB_REPO_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")

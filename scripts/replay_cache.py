@@ -6,7 +6,7 @@ URI) with metric COSINE and each index type (FLAT: exact; HNSW: approximate). Tw
 are replayed against it, each at the model's own deploy threshold from metrics.json:
 
 - repeats: the test paraphrases. A hit is correct when the served cached question is equivalent to
-  the paraphrased one (cache_embed.equivalence), wrong otherwise.
+  the paraphrased one (cache_embed.data.equivalence), wrong otherwise.
 - novel questions: the test negatives, with their own source question and its equivalents left
   out of the cache. Any hit is a false hit.
 
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
-from cache_embed.equivalence import EquivalenceIndex
-from cache_embed.files import atomic_output, read_json, read_jsonl, write_json
-from cache_embed.text import comparison_key
-from cache_embed.vector_cache import MILVUS_LIBRARIES, IndexSpec, MilvusVectorCache, exact_nearest, open_client
+from cache_embed.common.cli import PipelineError, library_versions, run_main, setup_logging
+from cache_embed.common.files import atomic_output, read_json, read_jsonl, write_json
+from cache_embed.common.text import comparison_key
+from cache_embed.data.equivalence import EquivalenceIndex
+from cache_embed.deploy.vector_cache import MILVUS_LIBRARIES, IndexSpec, MilvusVectorCache, exact_nearest, open_client
 
 LOG = logging.getLogger("replay_cache")
 SIZE_TIERS = ("test_anchors", "medquad", "train_paraphrases")

@@ -1,6 +1,6 @@
 """split_queries: deterministic train/val/test split grouped by focus entity.
 
-A record's entities (cache_embed.focus_groups) are its focus CUIs, the normalised focus text of
+A record's entities (cache_embed.data.focus_groups) are its focus CUIs, the normalised focus text of
 the record and of every occurrence, and its synonyms (bare abbreviations and strings under 5
 characters left out). Records that share an entity are one group (union-find), and a group goes
 to one split as a whole, so no focus entity, occurrence focus or synonym is in two splits. Groups
@@ -18,10 +18,10 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import read_jsonl, write_json, write_jsonl
-from cache_embed.focus_groups import focus_entities, group_records
-from cache_embed.names import SPLITS
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import read_jsonl, write_json, write_jsonl
+from cache_embed.common.names import SPLITS
+from cache_embed.data.focus_groups import focus_entities, group_records
 
 LOG = logging.getLogger("split_queries")
 

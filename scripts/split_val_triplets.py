@@ -2,7 +2,7 @@
 
 `select` is what training evaluates checkpoints on (the best one is kept); `calibrate` is what
 evaluation chooses the deploy threshold on. Choosing both on the same triplets would tune the
-threshold on the data that already picked the model. Whole focus groups (cache_embed.focus_groups,
+threshold on the data that already picked the model. Whole focus groups (cache_embed.data.focus_groups,
 the grouping split_queries uses) go to one half, dealt by a seeded hash so that the calibrate
 half holds about --calibrate-fraction of the triplets.
 """
@@ -16,10 +16,10 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import read_jsonl, write_json, write_jsonl
-from cache_embed.focus_groups import group_of_record
-from cache_embed.text import comparison_key
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import read_jsonl, write_json, write_jsonl
+from cache_embed.common.text import comparison_key
+from cache_embed.data.focus_groups import group_of_record
 
 LOG = logging.getLogger("split_val_triplets")
 

@@ -9,7 +9,7 @@ batches, and GISTEmbedLoss guided by the frozen base model). Only the LoRA matri
 (5.4 MB on L6, 10.7 MB on L12 with the defaults), not model weights.
 
 Checkpoints are selected on the val select half by --best-metric: by default the cache figures the
-deploy decision measures (cache_embed.cache_evaluator: every anchor cached, each paraphrase and
+deploy decision measures (cache_embed.train.checkpoint_evaluator: every anchor cached, each paraphrase and
 hard negative looked up against all of them), with triplet accuracy logged beside them.
 
 A killed run resumes from the last checkpoint in --checkpoint-dir when started again with
@@ -30,15 +30,15 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cache_embed.cache_evaluator import BEST_METRICS, make_cache_evaluator
-from cache_embed.cli import PipelineError, library_versions, run_main, setup_logging
-from cache_embed.equivalence import MODES
-from cache_embed.files import dumps, make_readable, read_json, sha256_file, write_json
-from cache_embed.negative_mining import MiningSettings, add_mined_negatives, negative_columns
-from cache_embed.paths import shareable_path
-from cache_embed.qtype_balance import balanced_sample
-from cache_embed.text import comparison_key
-from cache_embed.triplets import TRIPLET_FIELDS, read_triplets
+from cache_embed.common.cli import PipelineError, library_versions, run_main, setup_logging
+from cache_embed.common.files import dumps, make_readable, read_json, sha256_file, write_json
+from cache_embed.common.paths import shareable_path
+from cache_embed.common.text import comparison_key
+from cache_embed.data.equivalence import MODES
+from cache_embed.data.triplets import TRIPLET_FIELDS, read_triplets
+from cache_embed.train.checkpoint_evaluator import BEST_METRICS, make_cache_evaluator
+from cache_embed.train.negative_mining import MiningSettings, add_mined_negatives, negative_columns
+from cache_embed.train.qtype_balance import balanced_sample
 
 LOG = logging.getLogger("train_adapter")
 TRAINING_LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "datasets", "accelerate")
@@ -233,7 +233,7 @@ def load_triplets(
     Degenerate triplets (negative equal to anchor or positive, positive equal to nothing new)
     are dropped and counted; more than max_drop_fraction of them fails the run. A subset of
     max_examples is a seeded uniform sample, or with qtype_balance below 1 a sample whose qtype
-    shares are flattened (cache_embed.qtype_balance)."""
+    shares are flattened (cache_embed.train.qtype_balance)."""
     path = Path(path)
     kept, qtypes, dropped, total = [], [], {}, 0
     for _, record in read_triplets(path):
@@ -288,7 +288,7 @@ def mined_rows(args, rows: list[dict], base_model, checkpoint_dir: Path) -> tupl
     """The rows with --mined-negatives mined negatives each (by the frozen base model, before the
     adapter is added). Kept in the checkpoint folder, whose settings fingerprint covers the mining,
     so a resumed run trains on the same rows without mining again."""
-    from cache_embed.eval_data import load_query_records
+    from cache_embed.evaluate.inputs import load_query_records
 
     saved = checkpoint_dir / MINED_NEGATIVES_FILE
     if saved.exists():
@@ -402,7 +402,7 @@ def make_evaluator(args, val_rows: list[dict], val_columns: dict):
     and the trainer's name of the metric that selects the checkpoint."""
     from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator, TripletEvaluator
 
-    from cache_embed.eval_data import check_triplets_match_records, load_query_records
+    from cache_embed.evaluate.inputs import check_triplets_match_records, load_query_records
 
     batch_size = max(args.batch_size, 64)
     triplet_evaluator = TripletEvaluator(
@@ -546,7 +546,7 @@ def rewrite_adapter_config(adapter_dir: Path, hub_id: str, revision: str) -> Non
 def model_card(args, info: dict) -> str:
     """The card written with the adapter (not evaluated yet); the model_card step rewrites it with
     the measured figures after evaluation."""
-    from cache_embed.model_card import load_card_spec, render_card
+    from cache_embed.report.model_card import load_card_spec, render_card
 
     return render_card(args.domain or "medical", info, load_card_spec(args.domain_spec))
 

@@ -13,9 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.config_reference import REFERENCE_PATH, REGENERATE_COMMAND, SCHEMA_PATH, load_schema, render
-from cache_embed.files import atomic_output
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import atomic_output
+from cache_embed.settings.config_reference import REFERENCE_PATH, REGENERATE_COMMAND, SCHEMA_PATH, load_schema, render
 
 LOG = logging.getLogger("write_config_reference")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from cache_embed.cli import PipelineError, run_main, setup_logging
-from cache_embed.files import atomic_output, read_json
-from cache_embed.model_card import load_card_spec, render_card
+from cache_embed.common.cli import PipelineError, run_main, setup_logging
+from cache_embed.common.files import atomic_output, read_json
+from cache_embed.report.model_card import load_card_spec, render_card
 
 LOG = logging.getLogger("write_model_card")
 

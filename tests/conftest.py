@@ -48,9 +48,9 @@ def workflow_config(**overrides) -> dict:
 
 
 def step_argv(step: str, *args, **overrides) -> list[str]:
-    """A step's settings flags exactly as the workflow passes them (cache_embed.step_settings), from the
+    """A step's settings flags exactly as the workflow passes them (cache_embed.settings.step_settings), from the
     schema's defaults under `overrides`; `args` are the extra positional arguments of that settings function."""
-    from cache_embed import step_settings
+    from cache_embed.settings import step_settings
 
     return step_settings.flag_list(getattr(step_settings, step)(workflow_config(**overrides), *args))
 

@@ -12,7 +12,7 @@ import write_config_reference
 import yaml
 from snakemake.utils import validate
 
-from cache_embed.config_reference import REFERENCE_PATH, REGENERATE_COMMAND, SCHEMA_PATH, iter_keys, render
+from cache_embed.settings.config_reference import REFERENCE_PATH, REGENERATE_COMMAND, SCHEMA_PATH, iter_keys, render
 from conftest import PROJECT_ROOT, run_snakemake
 
 SCHEMA_FILE = PROJECT_ROOT / SCHEMA_PATH

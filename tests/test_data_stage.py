@@ -13,7 +13,7 @@ import import_queries
 import parse_medquad
 import pytest
 
-from cache_embed.files import read_jsonl
+from cache_embed.common.files import read_jsonl
 from conftest import MEDQUAD_COMMIT, run_snakemake, step_argv
 
 TOP = f"MedQuAD-{MEDQUAD_COMMIT}"
@@ -185,7 +185,7 @@ def test_truncated_zip_is_a_clear_error(tmp_path, medquad_archive, capsys):
 
 
 def _run_main(module, argv):
-    from cache_embed.cli import run_main
+    from cache_embed.common.cli import run_main
 
     return run_main(module.main, argv)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cache_embed.cli import PipelineError
-from cache_embed.files import write_json
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import write_json
 from conftest import step_argv
 
 SENTENCES = [

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cache_embed.common.library_imports import direct_library_imports
 from conftest import PROJECT_ROOT, SCRIPTS, run_snakemake
 
 RULES_DIR = PROJECT_ROOT / "workflow" / "rules"
@@ -98,27 +99,19 @@ def scripts_of(path: Path, block: str) -> list[Path]:
     return found
 
 
-LIBRARY = SCRIPTS / "cache_embed"
-
-
 @cache
 def module_imports(script: Path) -> frozenset[str]:
     """Top-level names of the third-party modules imported anywhere in `script` and, recursively, in the
     project's own modules it imports (sibling step scripts, and the cache_embed library)."""
     tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
-    names, own = set(), set()
+    names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                top, _, rest = alias.name.partition(".")
-                (own.add(LIBRARY / f"{rest.split('.')[0]}.py") if top == "cache_embed" and rest else names.add(top))
+            names.update(alias.name.partition(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            top, _, rest = node.module.partition(".")
-            if top == "cache_embed":
-                modules = [rest.split(".")[0]] if rest else [alias.name for alias in node.names]
-                own.update(LIBRARY / f"{module}.py" for module in modules)
-            else:
-                names.add(top)
+            names.add(node.module.partition(".")[0])
+    names.discard("cache_embed")
+    own = direct_library_imports(script)
     result = set()
     for module in own:
         if module.exists() and module != script:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cache_embed import cache_metrics as cm
-from cache_embed.cli import PipelineError
-from cache_embed.files import read_jsonl
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import read_jsonl
+from cache_embed.evaluate import pair_metrics as cm
 from conftest import keyword_triplet_sources, step_argv
 
 DATA = Path(__file__).parent / "data"
@@ -177,7 +177,7 @@ PLANTED_RECORDS = [
 
 
 def test_equivalence_medquad_links_are_direct_and_need_the_same_qtype():
-    from cache_embed.equivalence import EquivalenceIndex, records_equivalent
+    from cache_embed.data.equivalence import EquivalenceIndex, records_equivalent
 
     index = EquivalenceIndex(PLANTED_RECORDS, mode="medquad")
     assert index.equivalents("a") == {"a", "b", "c", "d"} and index.equivalents("b") == {"a", "b", "d"}
@@ -198,7 +198,7 @@ def test_equivalence_medquad_links_are_direct_and_need_the_same_qtype():
 
 
 def test_equivalence_text_mode_uses_text_and_group():
-    from cache_embed.equivalence import EquivalenceIndex
+    from cache_embed.data.equivalence import EquivalenceIndex
 
     records = [
         {"id": "1", "query": "How do I reset my password?", "meta": {"group": "pw"}},
@@ -217,8 +217,8 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
     """Anchors a and b ask the same question (same qtype, same focus by text); e is about the same
     focus with another qtype. A paraphrase of a that lands on b is a correct hit (through
     equivalence); a novel question drawn from b is not looked up against a (b's equivalent)."""
-    from cache_embed import cache_sim
-    from cache_embed.equivalence import EquivalenceIndex
+    from cache_embed.data.equivalence import EquivalenceIndex
+    from cache_embed.evaluate import simulation
 
     records = [
         _record("a", "symptoms", "Gout"),
@@ -250,12 +250,12 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
         "nf": _unit(0, 0, 1, 0),  # from f: f left out; nearest others at 0
         "nx": _unit(1, 0, 0, 0),
     }  # no source: hits A at 1.0: a false hit
-    plan = cache_sim.build_plan(triplets, index)
+    plan = simulation.build_plan(triplets, index)
     assert plan.counts["cached_entries"] == 4 and plan.counts["novel_lookups_with_equivalents_left_out"] == 1
-    lookups = cache_sim.simulate(plan, lambda texts: np.stack([vectors[t] for t in texts]))
+    lookups = simulation.simulate(plan, lambda texts: np.stack([vectors[t] for t in texts]))
     assert lookups.repeat_correct.tolist() == [True, True, False, True]
     assert lookups.repeat_identity.tolist() == [False, True, False, True]
-    block = cache_sim.cache_block(plan, lookups, [0.9], repeat_share=0.5)
+    block = simulation.cache_block(plan, lookups, [0.9], repeat_share=0.5)
     at = block["at_threshold"]["0.90"]
     assert (at["correct_hits"], at["correct_by_equivalence"], at["wrong_hits"], at["false_hits"]) == (3, 1, 1, 1)
     assert at["repeat_hit_rate"] == pytest.approx(3 / 4) and at["novel_false_hit_rate"] == pytest.approx(1 / 4)
@@ -268,8 +268,8 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
         "unknown": {"repeats": 1, "rank1_correct": 1.0},
     }
     # Judged by identity alone, the equivalent hit would count as wrong.
-    blind = cache_sim.simulate(
-        cache_sim.build_plan(triplets, None), lambda texts: np.stack([vectors[t] for t in texts])
+    blind = simulation.simulate(
+        simulation.build_plan(triplets, None), lambda texts: np.stack([vectors[t] for t in texts])
     )
     assert blind.repeat_correct.tolist() == [False, True, False, True]
 
@@ -277,13 +277,13 @@ def test_cache_simulation_counts_equivalent_hits_as_correct_on_planted_duplicate
 def test_distractor_entries_pad_the_cache_and_are_never_a_correct_answer():
     """Questions of other focus groups cached beside the anchors: a repeat that lands on one is served a
     wrong answer, a novel question may hit one, and a distractor equal to an anchor is not cached twice."""
-    from cache_embed import cache_sim
+    from cache_embed.evaluate import simulation
 
     triplets = [
         {"anchor": "A", "positive": "pa", "negative": "na", "query_id": "a", "negative_query_id": None},
         {"anchor": "B", "positive": "pb", "negative": "nb", "query_id": "b", "negative_query_id": None},
     ]
-    assert cache_sim.cached_entry_count(triplets) == 2
+    assert simulation.cached_entry_count(triplets) == 2
     vectors = {
         "A": _unit(1, 0, 0, 0),
         "B": _unit(0, 1, 0, 0),
@@ -293,24 +293,24 @@ def test_distractor_entries_pad_the_cache_and_are_never_a_correct_answer():
         "na": _unit(0, 0, 0.9, 0.1),  # hits D: a false hit
         "nb": _unit(0, 0, 0, 1),
     }  # hits nothing above 0
-    plan = cache_sim.build_plan(triplets, None, distractors=["D", "a"])  # "a" is A's text: not cached again
+    plan = simulation.build_plan(triplets, None, distractors=["D", "a"])  # "a" is A's text: not cached again
     assert plan.counts["cached_entries"] == 3 and plan.counts["distractor_entries"] == 1
-    lookups = cache_sim.simulate(plan, lambda texts: np.stack([vectors[t] for t in texts]))
+    lookups = simulation.simulate(plan, lambda texts: np.stack([vectors[t] for t in texts]))
     assert lookups.repeat_correct.tolist() == [False, True]
-    at = cache_sim.cache_block(plan, lookups, [0.5], repeat_share=0.5)["at_threshold"]["0.50"]
+    at = simulation.cache_block(plan, lookups, [0.5], repeat_share=0.5)["at_threshold"]["0.50"]
     assert (at["correct_hits"], at["wrong_hits"], at["false_hits"]) == (1, 1, 1)
 
 
 def test_deploy_threshold_is_the_lowest_meeting_the_bound():
-    from cache_embed import cache_sim
-    from cache_embed.intervals import clopper_pearson
+    from cache_embed.evaluate import simulation
+    from cache_embed.evaluate.intervals import clopper_pearson
 
     # 500 repeats, all correct, scores 0.50..0.999; 500 novel questions, 20 of them at 0.55..0.75.
     repeat_score = np.linspace(0.50, 0.999, 500)
     novel_score = np.concatenate((np.full(480, 0.2), np.linspace(0.55, 0.75, 20)))
-    lookups = cache_sim.Lookups(repeat_score, np.ones(500, bool), np.ones(500, bool), novel_score)
-    sweep = cache_sim.Sweep(lookups, repeat_share=0.5)
-    choice = cache_sim.choose_threshold(sweep, 0.05)
+    lookups = simulation.Lookups(repeat_score, np.ones(500, bool), np.ones(500, bool), novel_score)
+    sweep = simulation.Sweep(lookups, repeat_share=0.5)
+    choice = simulation.choose_threshold(sweep, 0.05)
     assert choice["bound_met"] and choice["wrong_share_upper"] <= 0.05
     # Equal weights (as many repeats as novels at a 50/50 mix): the bound is exact Clopper-Pearson on counts.
     served_rep = int(np.sum(repeat_score >= choice["threshold"]))
@@ -322,7 +322,7 @@ def test_deploy_threshold_is_the_lowest_meeting_the_bound():
     assert all(
         sweep.at(t)["wrong_share_upper"] > 0.05 for t in sweep.thresholds[sweep.thresholds < choice["threshold"]]
     )
-    impossible = cache_sim.choose_threshold(sweep, 0.001)
+    impossible = simulation.choose_threshold(sweep, 0.001)
     assert not impossible["bound_met"] and impossible["threshold"] is not None
 
 
@@ -334,7 +334,7 @@ def test_bound_with_focus_groups_uses_the_groups_variance():
     from scipy.stats import beta, norm
     from scipy.stats import t as student_t
 
-    from cache_embed import cache_sim
+    from cache_embed.evaluate import simulation
 
     rng = np.random.default_rng(3)
     n_groups, per_group = 60, 8
@@ -344,9 +344,9 @@ def test_bound_with_focus_groups_uses_the_groups_variance():
     repeat_score = np.clip(rng.normal(0.80, 0.08, groups.size) + 0.08 * confusable, 0, 1)
     repeat_correct = ~(confusable & (rng.random(groups.size) < 0.4))
     novel_score = np.clip(rng.normal(0.40, 0.10, groups.size) + 0.35 * confusable, 0, 1)
-    lookups = cache_sim.Lookups(repeat_score, repeat_correct, repeat_correct.copy(), novel_score)
-    grouped = cache_sim.Sweep(lookups, 0.5, groups=(groups.tolist(), groups.tolist()))
-    independent = cache_sim.Sweep(lookups, 0.5)
+    lookups = simulation.Lookups(repeat_score, repeat_correct, repeat_correct.copy(), novel_score)
+    grouped = simulation.Sweep(lookups, 0.5, groups=(groups.tolist(), groups.tolist()))
+    independent = simulation.Sweep(lookups, 0.5)
     for threshold in (0.95, 0.85, 0.75, 0.6):
         served_rep, served_nov = repeat_score >= threshold, novel_score >= threshold
         weight_rep, weight_nov = 0.5 / groups.size, 0.5 / groups.size
@@ -366,18 +366,18 @@ def test_bound_with_focus_groups_uses_the_groups_variance():
         assert point["wrong_share_upper"] == pytest.approx(expected, rel=1e-6)
         assert point["wrong_share_upper"] >= independent.at(threshold)["wrong_share_upper"] - 1e-12
     assert grouped.at(0.75)["wrong_share_upper"] > independent.at(0.75)["wrong_share_upper"] + 0.03
-    grouped_choice, independent_choice = (cache_sim.choose_threshold(sweep, 0.25) for sweep in (grouped, independent))
+    grouped_choice, independent_choice = (simulation.choose_threshold(sweep, 0.25) for sweep in (grouped, independent))
     assert grouped_choice["bound_met"] and independent_choice["bound_met"]
     assert grouped_choice["threshold"] > independent_choice["threshold"] + 0.1
     with pytest.raises(ValueError, match="one group per"):
-        cache_sim.Sweep(lookups, 0.5, groups=(groups.tolist(), []))
+        simulation.Sweep(lookups, 0.5, groups=(groups.tolist(), []))
 
 
 # ------------------------------------------------------------------ intervals
 
 
 def test_clopper_pearson_against_known_values():
-    from cache_embed.intervals import clopper_pearson, weighted_clopper_pearson
+    from cache_embed.evaluate.intervals import clopper_pearson, weighted_clopper_pearson
 
     # Published exact intervals: 3/10 -> (0.0667, 0.6525); 5/10 -> (0.1871, 0.8129); 0/10 upper 1 - 0.05^(1/10).
     assert clopper_pearson(3, 10) == pytest.approx((0.066739, 0.652453), abs=1e-5)
@@ -417,7 +417,7 @@ def test_group_bootstrap_is_wider_than_triplet_bootstrap_on_planted_clusters():
 
 
 def test_numbers_are_formatted_for_their_scale():
-    from cache_embed.numbers import fmt, pct
+    from cache_embed.common.numbers import fmt, pct
 
     assert [fmt(v) for v in (0.0002, 0.95, 0.0, 0.0049, 12142)] == ["2e-4", "0.950", "0", "0.0049", "12,142"]
     assert [pct(v) for v in (0.0213, 0.0002, 0.0)] == ["2.1%", "0.02%", "0%"]
@@ -873,7 +873,7 @@ def test_bound_not_held_on_test_is_said_plainly():
 def test_verdict_tells_a_near_miss_from_a_clear_one(wrong_share, interval, expected):
     """The verdict follows the test figures: within budget, over it with an interval that reaches
     under it, or clearly over; a base that keeps the bound is named with the repeats it answers."""
-    from cache_embed.eval_metrics import verdict
+    from cache_embed.evaluate.metrics import verdict
 
     def entry(threshold, share, repeats, low, high):
         return {
@@ -914,7 +914,7 @@ def test_calibration_subset_is_seeded_in_file_order_and_keeps_whole_anchors():
 def test_calibration_subset_keeps_whole_focus_groups_of_real_val(medquad_splits):
     """Given the split's records, the subset takes whole focus groups: every question of a chosen
     group is in it (as in the test cache), checked against the groups computed here from the records."""
-    from cache_embed.focus_groups import group_of_record
+    from cache_embed.data.focus_groups import group_of_record
 
     records = sorted(read_jsonl(medquad_splits / "val.jsonl"), key=lambda record: record["id"])
     triplets = [

@@ -12,10 +12,10 @@ import generate_triplets
 import pytest
 import yaml
 
-from cache_embed.cli import PipelineError
-from cache_embed.files import read_json, read_jsonl
-from cache_embed.structure_generator import SPLIT_FORMS, forms_problems, load_forms, render
-from cache_embed.text import comparison_key
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import read_json, read_jsonl
+from cache_embed.common.text import comparison_key
+from cache_embed.generate.structure_generator import SPLIT_FORMS, forms_problems, load_forms, render
 from conftest import STRUCTURE, run_snakemake, step_argv
 
 FORMS = Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical_forms.yaml"

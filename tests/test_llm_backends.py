@@ -32,9 +32,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cache_embed import llm_backends
-from cache_embed.cli import PipelineError
-from cache_embed.llm_backends import (
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.text import comparison_key, normalise_whitespace, stable_id
+from cache_embed.generate import llm_backends
+from cache_embed.generate.llm_backends import (
     MAX_TEXT_CHARS,
     MIN_TEXT_CHARS,
     STRUCTURED_OUTPUTS_CONFIG,
@@ -45,8 +46,7 @@ from cache_embed.llm_backends import (
     make_backend,
     parse_answer,
 )
-from cache_embed.text import comparison_key, normalise_whitespace, stable_id
-from cache_embed.triplet_quality import near_copy
+from cache_embed.generate.triplet_quality import near_copy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openai_test_server import CannedServer  # noqa: E402

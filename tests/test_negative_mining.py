@@ -1,4 +1,4 @@
-"""Mined hard negatives (cache_embed.negative_mining) on real MedQuAD questions with the real L6
+"""Mined hard negatives (cache_embed.train.negative_mining) on real MedQuAD questions with the real L6
 model: near neighbours among the cached questions by the base model, never the same question.
 Training on them: tests/test_train.py."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cache_embed.cli import PipelineError
-from cache_embed.equivalence import records_equivalent
-from cache_embed.negative_mining import MiningSettings, add_mined_negatives, negative_columns
-from cache_embed.text import comparison_key
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.text import comparison_key
+from cache_embed.data.equivalence import records_equivalent
+from cache_embed.train.negative_mining import MiningSettings, add_mined_negatives, negative_columns
 from conftest import read_records, small_cache, structure_triplets
 
 RANGE_MAX = 10

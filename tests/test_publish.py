@@ -13,7 +13,7 @@ import publish_adapter
 import pytest
 from local_s3 import moto_server
 
-from cache_embed.cli import PipelineError, run_main
+from cache_embed.common.cli import PipelineError, run_main
 from conftest import copy_project, run_snakemake
 
 

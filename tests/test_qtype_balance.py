@@ -1,4 +1,4 @@
-"""Rebalancing question types in the training subset (cache_embed.qtype_balance, train_adapter
+"""Rebalancing question types in the training subset (cache_embed.train.qtype_balance, train_adapter
 --qtype-balance), on hand-made counts and on triplets from the real MedQuAD train split."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 import train_adapter
 
-from cache_embed.files import write_jsonl
-from cache_embed.qtype_balance import balanced_sample, qtype_quotas
+from cache_embed.common.files import write_jsonl
+from cache_embed.train.qtype_balance import balanced_sample, qtype_quotas
 from conftest import structure_triplets
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import replay_cache
 
-from cache_embed.cli import PipelineError
-from cache_embed.equivalence import EquivalenceIndex
-from cache_embed.files import read_jsonl, write_json, write_jsonl
-from cache_embed.text import comparison_key
-from cache_embed.vector_cache import IndexSpec, MilvusVectorCache, exact_nearest, open_client
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import read_jsonl, write_json, write_jsonl
+from cache_embed.common.text import comparison_key
+from cache_embed.data.equivalence import EquivalenceIndex
+from cache_embed.deploy.vector_cache import IndexSpec, MilvusVectorCache, exact_nearest, open_client
 from conftest import keyword_triplet_sources, step_argv
 
 

@@ -18,8 +18,8 @@ import make_report
 import numpy as np
 import pytest
 
-from cache_embed.cli import PipelineError
-from cache_embed.files import write_json
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import write_json
 
 EVIL = "<script>alert('x')</script> & \"quotes\""
 
@@ -375,7 +375,7 @@ TRAINING_INFO = {
 def test_model_card_carries_measured_figures_and_the_domain_spec(report_inputs, tmp_path):
     import write_model_card
 
-    from cache_embed.model_card import load_card_spec, render_card
+    from cache_embed.report.model_card import load_card_spec, render_card
 
     root = Path(__file__).resolve().parents[1] / "resources" / "domains"
     write_json(tmp_path / "info.json", TRAINING_INFO)
@@ -424,7 +424,7 @@ def seed_metrics(repeat_hit_rate: float, p_chr_auc: float) -> dict:
 
 
 def test_seed_spread_claims_only_differences_larger_than_the_spread(tmp_path):
-    from cache_embed.seed_spread import seed_spread
+    from cache_embed.evaluate.seed_spread import seed_spread
 
     # repeats: 0.30, 0.10, 0.26 against the base's 0.20 (signs differ: not claimed);
     # P-CHR AUC: 0.70, 0.71, 0.69 against 0.62 (mean +0.08, sd 0.01: claimed).

@@ -10,7 +10,7 @@ import shutil
 
 from openai_test_server import CannedServer
 
-from cache_embed.files import read_jsonl
+from cache_embed.common.files import read_jsonl
 from conftest import PROJECT_ROOT, copy_project, run_snakemake
 
 QUERIES = PROJECT_ROOT / "tests" / "data" / "programming_queries.txt"

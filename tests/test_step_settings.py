@@ -1,4 +1,4 @@
-"""Which settings reach each step (cache_embed.step_settings): exactly those that can change its output.
+"""Which settings reach each step (cache_embed.settings.step_settings): exactly those that can change its output.
 
 The rerun tests in test_pipeline_e2e.py check this through Snakemake on a finished structure-backend
 run; here every backend is checked directly on the flags the rules pass, which are what Snakemake
@@ -11,7 +11,7 @@ import shlex
 
 import pytest
 
-from cache_embed import step_settings
+from cache_embed.settings import step_settings
 from conftest import workflow_config
 
 BACKENDS = ("structure", "vllm", "openai")
@@ -146,9 +146,9 @@ def test_cli_flags_are_sorted_quoted_and_lists_become_words():
 
 
 def test_llm_library_defaults_agree_with_the_schema():
-    """cache_embed.llm_backends keeps defaults for direct use of the library; the workflow always passes
+    """cache_embed.generate.llm_backends keeps defaults for direct use of the library; the workflow always passes
     every setting, but the two must not drift apart."""
-    from cache_embed.llm_backends import DEFAULT_SETTINGS
+    from cache_embed.generate.llm_backends import DEFAULT_SETTINGS
 
     generate = workflow_config()["generate"]
     schema_values = {

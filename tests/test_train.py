@@ -17,9 +17,9 @@ import merge_adapter
 import pytest
 import train_adapter
 
-from cache_embed.cli import PipelineError
-from cache_embed.files import read_json, write_jsonl
-from cache_embed.names import model_slug
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import read_json, write_jsonl
+from cache_embed.common.names import model_slug
 from conftest import read_records, small_cache, step_argv, structure_triplets
 
 L6_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -422,9 +422,9 @@ def test_hardness_weighting_reaches_the_loss(base_dir, triplet_files, tmp_path):
 
 
 def test_adapter_sizes_are_the_trained_parameter_counts(trained, base_dir):
-    """cache_embed.adapter_size counts what training trains (L6, the default shape), and L12 by the same
+    """cache_embed.train.adapter_size counts what training trains (L6, the default shape), and L12 by the same
     architecture: r 8 on query/value is 2 x 8 x (384 + 384) per layer."""
-    from cache_embed.adapter_size import adapter_sizes
+    from cache_embed.train.adapter_size import adapter_sizes
 
     shape = read_json(trained / "adapter_config.json")
     sizes = adapter_sizes(base_dir, shape["r"], shape["target_modules"])

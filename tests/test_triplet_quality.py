@@ -11,9 +11,9 @@ import gather_triplets
 import generate_triplets
 import pytest
 
-from cache_embed.cli import PipelineError
-from cache_embed.files import read_json
-from cache_embed.triplet_quality import Candidate, build_triplets, near_copy
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import read_json
+from cache_embed.generate.triplet_quality import Candidate, build_triplets, near_copy
 from conftest import STRUCTURE, step_argv
 
 FORMS = Path(__file__).resolve().parents[1] / "resources" / "domains" / "medical_forms.yaml"

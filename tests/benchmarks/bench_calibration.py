@@ -15,7 +15,7 @@ it. The ways differ in:
 - the calibration triplets: a seeded subset of --subset triplets taking whole anchors, or whole
   focus groups, or every triplet of the calibrate half;
 - the bound: every lookup independent, or focus groups as the independent units (Korn-Graubard
-  effective size from the groups' variance, cache_embed.cache_sim).
+  effective size from the groups' variance, cache_embed.evaluate.simulation).
 
 The select half plays test: its focus groups are whole, so every sibling question of a looked-up
 question is cached. A method whose select wrong share often exceeds the budget chooses thresholds
@@ -33,17 +33,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from cache_embed import cache_sim  # noqa: E402
-from cache_embed.equivalence import EquivalenceIndex  # noqa: E402
-from cache_embed.eval_data import (  # noqa: E402
+from cache_embed.common.files import write_json  # noqa: E402
+from cache_embed.common.text import comparison_key  # noqa: E402
+from cache_embed.data.equivalence import EquivalenceIndex  # noqa: E402
+from cache_embed.evaluate import simulation  # noqa: E402
+from cache_embed.evaluate.inputs import (  # noqa: E402
     attach_groups,
     calibration_distractors,
     calibration_subset,
     load_query_records,
     load_triplets,
 )
-from cache_embed.files import write_json  # noqa: E402
-from cache_embed.text import comparison_key  # noqa: E402
 
 BOUNDS = ("lookups", "focus_groups")
 
@@ -75,21 +75,21 @@ def calibration_sets(calibrate: list[dict], records: list[dict], size: int, seed
     }
 
 
-def plans(args) -> tuple[cache_sim.CachePlan, dict[str, cache_sim.CachePlan]]:
+def plans(args) -> tuple[simulation.CachePlan, dict[str, simulation.CachePlan]]:
     results = Path(args.run) / "results" / args.domain
     records = load_query_records(results / "splits" / "val.jsonl")
     index = EquivalenceIndex(records, args.equivalence)
     select, _ = attach_groups(load_triplets(results / "triplets" / "val_select.jsonl"), records)
-    select_plan = cache_sim.build_plan(select, index)
-    target = cache_sim.cached_entry_count(select)
+    select_plan = simulation.build_plan(select, index)
+    target = simulation.cached_entry_count(select)
     calibrate = load_triplets(results / "triplets" / "val_calibrate.jsonl")
     out = {}
     for name, rows in calibration_sets(calibrate, records, args.subset, args.subset_seed).items():
         rows, _ = attach_groups(rows, records)
         taken = {comparison_key(t[field]) for t in select + rows for field in ("anchor", "positive", "negative")}
-        padding = target - cache_sim.cached_entry_count(rows)
+        padding = target - simulation.cached_entry_count(rows)
         distractors = calibration_distractors(results / "splits" / "train.jsonl", padding, args.distractor_seed, taken)
-        out[name] = cache_sim.build_plan(rows, index, distractors)
+        out[name] = simulation.build_plan(rows, index, distractors)
         print(f"{name}: {len(rows)} triplets, cache {len(out[name].entry_text)} ({len(distractors)} padding)")
     return select_plan, out
 
@@ -116,13 +116,13 @@ def compare(args) -> list[dict]:
         def embed(batch, embeddings=embeddings):
             return embeddings[[row_of[text] for text in batch]]
 
-        on_select = cache_sim.Sweep(cache_sim.simulate(select_plan, embed), args.repeat_share)
+        on_select = simulation.Sweep(simulation.simulate(select_plan, embed), args.repeat_share)
         for set_name, plan in calibration_plans.items():
-            lookups = cache_sim.simulate(plan, embed)
+            lookups = simulation.simulate(plan, embed)
             for bound in BOUNDS:
                 groups = plan.lookup_groups if bound == "focus_groups" else None
-                chosen = cache_sim.choose_threshold(
-                    cache_sim.Sweep(lookups, args.repeat_share, groups=groups), args.max_wrong_share
+                chosen = simulation.choose_threshold(
+                    simulation.Sweep(lookups, args.repeat_share, groups=groups), args.max_wrong_share
                 )
                 select = on_select.at(chosen["threshold"])
                 rows.append(

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import generate_triplets  # noqa: E402
 
-from cache_embed.files import read_json, read_jsonl, write_jsonl  # noqa: E402
+from cache_embed.common.files import read_json, read_jsonl, write_jsonl  # noqa: E402
 from conftest import STRUCTURE, step_argv  # noqa: E402
 
 

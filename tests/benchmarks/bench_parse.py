@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import parse_medquad  # noqa: E402
 
-from cache_embed.medquad_archive import iter_xml_members, open_archive  # noqa: E402
+from cache_embed.data.medquad_archive import iter_xml_members, open_archive  # noqa: E402
 
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "medquad" / "MedQuAD-577bd37b96c02d1833b2c9eed2de9f96964e96cb.zip"
 LIMIT = 512 * 1024 * 1024

@@ -24,7 +24,7 @@ validation halves in the roles of test and calibration:
 
 The table: repeat hit rate at the deploy threshold (and whether the bound held on the scored
 half), P-CHR AUC, cache rank-1, pair ROC-AUC, same-qtype-other-focus accuracy, training minutes,
-and the adapter's size on L6 and L12 (cache_embed.adapter_size). With several seeds, each figure
+and the adapter's size on L6 and L12 (cache_embed.train.adapter_size). With several seeds, each figure
 is the mean and its spread the sample standard deviation over seeds.
 """
 
@@ -46,9 +46,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cache_embed.adapter_size import adapter_sizes  # noqa: E402
-from cache_embed.eval_data import calibration_subset, load_query_records, load_triplets  # noqa: E402
-from cache_embed.files import read_json, write_json, write_jsonl  # noqa: E402
+from cache_embed.common.files import read_json, write_json, write_jsonl  # noqa: E402
+from cache_embed.evaluate.inputs import calibration_subset, load_query_records, load_triplets  # noqa: E402
+from cache_embed.train.adapter_size import adapter_sizes  # noqa: E402
 from conftest import _merge, step_argv, workflow_config  # noqa: E402
 
 ALL_LAYERS = ["query", "key", "value", "dense"]

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from cache_embed.vector_cache import IndexSpec, MilvusVectorCache, open_client
+    from cache_embed.deploy.vector_cache import IndexSpec, MilvusVectorCache, open_client
 
     torch.set_num_threads(args.threads)
     if not args.base:

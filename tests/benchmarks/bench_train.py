@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import merge_adapter  # noqa: E402
 import train_adapter  # noqa: E402
 
-from cache_embed.files import read_json, read_jsonl, write_jsonl  # noqa: E402
+from cache_embed.common.files import read_json, read_jsonl, write_jsonl  # noqa: E402
 from conftest import step_argv  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "medquad" / "MedQuAD-577bd37b96c02d1833b2c9eed2de9f96964e96cb.zip"

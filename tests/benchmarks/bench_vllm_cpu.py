@@ -34,8 +34,8 @@ def main() -> int:
     parser.add_argument("--model", help="a model folder (default: a tiny random Qwen2 built now)")
     args = parser.parse_args()
 
-    from cache_embed.files import read_jsonl
-    from cache_embed.llm_backends import load_spec, make_backend
+    from cache_embed.common.files import read_jsonl
+    from cache_embed.generate.llm_backends import load_spec, make_backend
 
     spec = load_spec(ROOT / "resources/domains/medical.yaml")
     if args.queries:

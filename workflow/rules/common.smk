@@ -1,4 +1,3 @@
-import ast
 import json
 import os
 import shlex
@@ -23,8 +22,9 @@ PROJECT_ROOT = Path(workflow.basedir).parent
 SCRIPTS = PROJECT_ROOT / "scripts"
 # Names the steps must agree on (split names, model folder names) come from the steps' own library.
 sys.path.insert(0, str(SCRIPTS))
-from cache_embed import step_settings
-from cache_embed.names import SPLITS, model_slug
+from cache_embed.common import library_imports
+from cache_embed.settings import step_settings
+from cache_embed.common.names import SPLITS, model_slug
 
 MEDQUAD_DOMAINS = sorted(
     name for name, spec in config["domains"].items() if spec["queries"] == "medquad"
@@ -57,7 +57,7 @@ def project_path(path):
 
 def settings_param(settings_function):
     """params: settings=settings_param(f): the step's settings f(wildcards) as one canonical string of
-    command-line flags (see cache_embed.step_settings for why one)."""
+    command-line flags (see cache_embed.settings.step_settings for why one)."""
     return lambda wildcards: step_settings.cli_flags(settings_function(wildcards))
 
 
@@ -297,31 +297,13 @@ def step_script(name):
 
 
 def step_library(name):
-    """The library modules (scripts/cache_embed/*.py) a step script imports, directly or through
-    each other: inputs of its rule too, so that editing one reruns every step that uses it.
+    """The library files (scripts/cache_embed/) a step script imports, directly or through each
+    other: inputs of its rule too, so that editing one reruns every step that uses it.
     """
-    found, pending = set(), [SCRIPTS / name]
-    while pending:
-        for node in ast.walk(ast.parse(pending.pop().read_text(encoding="utf-8"))):
-            modules = []
-            if isinstance(node, ast.ImportFrom) and node.module == "cache_embed":
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                "cache_embed."
-            ):
-                modules = [node.module.split(".")[1]]
-            elif isinstance(node, ast.Import):
-                modules = [
-                    alias.name.split(".")[1]
-                    for alias in node.names
-                    if alias.name.startswith("cache_embed.")
-                ]
-            for module in modules:
-                path = SCRIPTS / "cache_embed" / f"{module}.py"
-                if path.exists() and path not in found:
-                    found.add(path)
-                    pending.append(path)
-    return [local(os.path.relpath(path)) for path in sorted(found)]
+    return [
+        local(os.path.relpath(path))
+        for path in library_imports.library_files(SCRIPTS / name)
+    ]
 
 
 # ---- train -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 
-from cache_embed.text import comparison_key
+from cache_embed.common.text import comparison_key
 
 MIN_LINK_CHARS = 5
 _BARE_ABBREVIATION = re.compile(r"^[^a-z]{1,8}$")

@@ -11,12 +11,12 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from cache_embed import cache_metrics as cm
-from cache_embed import cache_sim
-from cache_embed.cli import PipelineError, library_versions
-from cache_embed.equivalence import EquivalenceIndex
-from cache_embed.eval_data import attach_groups
-from cache_embed.numbers import fmt, pct
+from cache_embed.common.cli import PipelineError, library_versions
+from cache_embed.common.numbers import fmt, pct
+from cache_embed.data.equivalence import EquivalenceIndex
+from cache_embed.evaluate import pair_metrics as cm
+from cache_embed.evaluate import simulation
+from cache_embed.evaluate.inputs import attach_groups
 
 LOG = logging.getLogger("evaluate_adapter")
 THRESHOLD_NOTE = (
@@ -213,13 +213,13 @@ def compute_metrics(
         raise PipelineError("no calibration triplets to choose the threshold on; check the val triplets")
 
     test_index = EquivalenceIndex(test_records, equivalence_mode) if test_records else None
-    test_plan = cache_sim.build_plan(triplets, test_index)
+    test_plan = simulation.build_plan(triplets, test_index)
     if calibration is None:
         calibration_plan, calibration_triplets = test_plan, triplets
     else:
         calibration_triplets, _ = attach_groups(calibration, calibration_records)
         calibration_index = EquivalenceIndex(calibration_records, equivalence_mode) if calibration_records else None
-        calibration_plan = cache_sim.build_plan(calibration_triplets, calibration_index, calibration_distractors)
+        calibration_plan = simulation.build_plan(calibration_triplets, calibration_index, calibration_distractors)
     calibration_rows = tuple(
         np.array([index[t[field]] for t in calibration_triplets]) for field in ("anchor", "positive", "negative")
     )
@@ -237,14 +237,14 @@ def compute_metrics(
         block = cm.triplet_figures(pos, neg, thresholds, targets)
         found = cm.threshold_for_precision(*_pair_arrays(*calibration_scores[name]), deploy_precision)
         pair_threshold[name] = None if found is None else found["threshold"]
-        lookups[name] = cache_sim.simulate(test_plan, _embedder(emb, index))
+        lookups[name] = simulation.simulate(test_plan, _embedder(emb, index))
         calibration_lookups[name] = (
-            lookups[name] if calibration is None else cache_sim.simulate(calibration_plan, _embedder(emb, index))
+            lookups[name] if calibration is None else simulation.simulate(calibration_plan, _embedder(emb, index))
         )
-        block["cache"] = cache_sim.cache_block(test_plan, lookups[name], thresholds, repeat_share, level)
-        sweeps[name] = cache_sim.Sweep(lookups[name], repeat_share, level=level, groups=test_plan.lookup_groups)
-        deploy[name] = cache_sim.choose_threshold(
-            cache_sim.Sweep(
+        block["cache"] = simulation.cache_block(test_plan, lookups[name], thresholds, repeat_share, level)
+        sweeps[name] = simulation.Sweep(lookups[name], repeat_share, level=level, groups=test_plan.lookup_groups)
+        deploy[name] = simulation.choose_threshold(
+            simulation.Sweep(
                 calibration_lookups[name], repeat_share, level=level, groups=calibration_plan.lookup_groups
             ),
             max_wrong_share,
@@ -258,7 +258,7 @@ def compute_metrics(
     )
     recommended = {name: deploy[name]["threshold"] for name in MODELS}
     cache_ci = (
-        cache_sim.bootstrap_operating_points(
+        simulation.bootstrap_operating_points(
             lookups,
             recommended,
             test_plan.repeat_group,

@@ -3,7 +3,7 @@ what it gives on test). Every sentence that states a conclusion is chosen by the
 
 from __future__ import annotations
 
-from cache_embed.numbers import fmt, interval, pct, signed
+from cache_embed.common.numbers import fmt, interval, pct, signed
 
 MODELS = ("adapter", "base")
 # test.<key> breakdowns of the pair figures, shown in this order by the markdown and the report.

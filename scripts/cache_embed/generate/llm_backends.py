@@ -38,8 +38,8 @@ import jsonschema
 import yaml
 from tqdm import tqdm
 
-from cache_embed.cli import PipelineError
-from cache_embed.text import normalise_whitespace
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.text import normalise_whitespace
 
 LOG = logging.getLogger("llm_backends")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise

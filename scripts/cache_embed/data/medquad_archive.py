@@ -11,7 +11,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from cache_embed.cli import PipelineError
+from cache_embed.common.cli import PipelineError
 
 COLLECTION_COUNT = 12
 

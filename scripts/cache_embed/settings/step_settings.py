@@ -215,7 +215,7 @@ def merge(config: dict) -> dict:
 
 
 def equivalence_mode(config: dict, domain: str) -> str:
-    """How evaluation decides that two queries are the same question (cache_embed.equivalence)."""
+    """How evaluation decides that two queries are the same question (cache_embed.data.equivalence)."""
     return "medquad" if config["domains"][domain]["queries"] == "medquad" else "text"
 
 

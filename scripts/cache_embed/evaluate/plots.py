@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cache_embed import cache_metrics as cm
-from cache_embed.files import atomic_output
+from cache_embed.common.files import atomic_output
+from cache_embed.evaluate import pair_metrics as cm
 
 PLOTS = ("similarity_histograms", "precision_recall", "threshold_sweep", "cache_operations")
 

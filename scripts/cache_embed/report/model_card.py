@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from cache_embed.numbers import fmt, interval, pct
+from cache_embed.common.numbers import fmt, interval, pct
 
 UNKNOWN_CARD = {
     "data": "not described: add a `card:` block (data, source, license, license_text) to the domain spec",

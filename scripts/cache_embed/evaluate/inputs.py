@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cache_embed.cli import PipelineError
-from cache_embed.files import read_jsonl_numbered
-from cache_embed.focus_groups import group_of_record
-from cache_embed.text import comparison_key, stable_id
-from cache_embed.triplets import read_triplets
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import read_jsonl_numbered
+from cache_embed.common.text import comparison_key, stable_id
+from cache_embed.data.focus_groups import group_of_record
+from cache_embed.data.triplets import read_triplets
 
 TRUE_LABELS = {"1", "1.0", "true", "yes"}
 FALSE_LABELS = {"0", "0.0", "false", "no"}

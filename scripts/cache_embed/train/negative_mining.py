@@ -4,7 +4,7 @@ For each training triplet's anchor (a cached question), sentence-transformers' `
 ranks the questions of the train split (the cache training sees) by the frozen base model, within
 its rank range and margin options; only real questions of the split are taken (the library also
 ranks the triplets' generated positives). Candidates that ask the same question as the anchor
-(`cache_embed.equivalence`, the evaluation's definition) are dropped, counted, and the next
+(`cache_embed.data.equivalence`, the evaluation's definition) are dropped, counted, and the next
 candidate is taken, so a paraphrase-like neighbour is never pushed away. Each triplet then carries
 its structure negative plus `count` mined ones (columns negative_2 ... negative_{count+1}).
 
@@ -18,9 +18,9 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from cache_embed.cli import PipelineError
-from cache_embed.equivalence import EquivalenceIndex
-from cache_embed.text import comparison_key
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.text import comparison_key
+from cache_embed.data.equivalence import EquivalenceIndex
 
 LOG = logging.getLogger(__name__)
 

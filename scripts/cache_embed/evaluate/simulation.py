@@ -4,7 +4,7 @@ Every distinct anchor is cached (one entry per query record). Two kinds of traff
 
 - a *repeat* (a paraphrase of a cached question): served when its nearest entry's similarity is at
   least the threshold; the answer is *correct* when the served entry is equivalent to the question
-  (cache_embed.equivalence), which counts another collection's copy of the same question as right;
+  (cache_embed.data.equivalence), which counts another collection's copy of the same question as right;
   `correct_by_equivalence` counts the correct hits whose entry is not the question's own anchor;
 - a *novel* question (a hard negative: a real question the cache must not answer): looked up
   among the entries other than its own source question and that question's equivalents (a cache
@@ -40,8 +40,8 @@ import numpy as np
 from scipy.stats import beta, norm
 from scipy.stats import t as student_t
 
-from cache_embed.equivalence import EquivalenceIndex
-from cache_embed.text import comparison_key
+from cache_embed.common.text import comparison_key
+from cache_embed.data.equivalence import EquivalenceIndex
 
 __all__ = [
     "CachePlan",
@@ -316,7 +316,7 @@ class Sweep:
 
     def interval(self, threshold: float, level: float = 0.95, side: str = "two-sided") -> dict:
         """Korn-Graubard (effective-size Clopper-Pearson) interval of the wrong share at `threshold`."""
-        from cache_embed.intervals import clopper_pearson
+        from cache_embed.evaluate.intervals import clopper_pearson
 
         k = self._position(threshold)
         if k < 0 or self.n_effective[k] <= 0:
@@ -421,7 +421,7 @@ def cache_block(plan: CachePlan, lookups: Lookups, thresholds, repeat_share: flo
     """The `cache` block of metrics.json for one model: counts, rank-1 figures, figures at each
     fixed threshold, and the P-CHR curve and its area."""
     sweep = Sweep(lookups, repeat_share, level=level, groups=plan.lookup_groups)
-    from cache_embed.cache_metrics import threshold_key
+    from cache_embed.evaluate.pair_metrics import threshold_key
 
     at_threshold = {}
     for threshold in thresholds:
@@ -477,7 +477,7 @@ def bootstrap_operating_points(
     """Paired bootstrap over groups of the figures at each model's own threshold (and of the P-CHR
     area): the same groups are drawn for every model. Returns {model: {figure: {value, low, high}},
     "delta": {figure: {delta, low, high}}} with delta = adapter minus base."""
-    from cache_embed.intervals import group_index, group_weights, percentile_interval
+    from cache_embed.evaluate.intervals import group_index, group_weights, percentile_interval
 
     keys = list(repeat_groups) + list(novel_groups)
     ids, n_groups = group_index(keys)

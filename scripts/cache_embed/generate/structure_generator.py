@@ -13,7 +13,7 @@ Hard negatives (cache misses) are the split's own real questions, sometimes re-r
   same_qtype_other_focus -- same qtype, another focus of the same semantic type (same category when
                             the anchor has no semantic type), never one that shares a CUI or synonym.
 Kind 1 is preferred; kind 2 fills up. A negative is never equivalent to its anchor under
-cache_embed.equivalence (mode "medquad": shared qtype, occurrence qtypes included, and a direct
+cache_embed.data.equivalence (mode "medquad": shared qtype, occurrence qtypes included, and a direct
 focus link), the definition the evaluation judges cache hits by.
 Everything is seeded per query: Random(f"{seed}:{query_id}").
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import yaml
 
-from cache_embed.cli import PipelineError
-from cache_embed.equivalence import EquivalenceIndex
-from cache_embed.text import comparison_key, normalise_whitespace
-from cache_embed.triplet_quality import Candidate
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.text import comparison_key, normalise_whitespace
+from cache_embed.data.equivalence import EquivalenceIndex
+from cache_embed.generate.triplet_quality import Candidate
 
 FOCUS = "{focus}"
 SPLIT_FORMS = {"train": "train", "val": "heldout", "test": "heldout"}

@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from cache_embed.cli import PipelineError
-from cache_embed.files import read_jsonl_numbered
+from cache_embed.common.cli import PipelineError
+from cache_embed.common.files import read_jsonl_numbered
 
 TRIPLET_FIELDS = ("anchor", "positive", "negative")
 

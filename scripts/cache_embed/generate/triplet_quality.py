@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from cache_embed.text import comparison_key as _comparison_key
-from cache_embed.text import normalise_whitespace, stable_id
+from cache_embed.common.text import comparison_key as _comparison_key
+from cache_embed.common.text import normalise_whitespace, stable_id
 
 # Anchors and negatives recur across a split's queries: memoise their keys.
 comparison_key = lru_cache(maxsize=1 << 17)(_comparison_key)

@@ -13,7 +13,7 @@ Conventions:
   (no usable threshold means the cache serves nothing at that precision).
 
 The operational cache simulation (repeats and novel questions, equivalence-aware) is in
-cache_embed.cache_sim.
+cache_embed.evaluate.simulation.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ measures, not on triplet accuracy alone.
 
 `CacheEvaluator` caches the distinct anchors of validation triplets (the val select half: the
 deploy threshold is calibrated on the other half), looks every paraphrase and hard negative up
-against all of them (cache_embed.cache_sim, "the same question" from cache_embed.equivalence), and
+against all of them (cache_embed.evaluate.simulation, "the same question" from cache_embed.data.equivalence), and
 returns, prefixed with its name:
 
 - `p_chr_auc`: area under precision against cache hit ratio over every threshold;
@@ -19,9 +19,9 @@ import logging
 
 import numpy as np
 
-from cache_embed.cache_sim import Sweep, build_plan, choose_threshold, simulate
-from cache_embed.equivalence import EquivalenceIndex
-from cache_embed.eval_data import attach_groups
+from cache_embed.data.equivalence import EquivalenceIndex
+from cache_embed.evaluate.inputs import attach_groups
+from cache_embed.evaluate.simulation import Sweep, build_plan, choose_threshold, simulate
 
 LOG = logging.getLogger("cache_evaluator")
 

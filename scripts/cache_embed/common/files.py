@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cache_embed.cli import PipelineError
+from cache_embed.common.cli import PipelineError
 
 
 def dumps(record: Any) -> str:

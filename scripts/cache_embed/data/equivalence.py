@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from cache_embed.focus_groups import focus_keys, synonym_keys
-from cache_embed.text import comparison_key
+from cache_embed.common.text import comparison_key
+from cache_embed.data.focus_groups import focus_keys, synonym_keys
 
 MODES = ("medquad", "text")
 

@@ -1,0 +1,1 @@
+"""Helpers every stage shares: errors and logging, files, text keys, number formats, names, paths."""

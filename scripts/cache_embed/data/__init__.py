@@ -1,0 +1,1 @@
+"""MedQuAD and query records: the archive, focus groups, the same question (equivalence), triplet files."""

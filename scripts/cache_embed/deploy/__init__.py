@@ -1,0 +1,1 @@
+"""Serving: the vector database cache (Milvus), the router export, the replay."""

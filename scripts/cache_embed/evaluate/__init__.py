@@ -1,0 +1,1 @@
+"""The adapter as a cache: simulation, the threshold rule, intervals, metrics, plots, markdown."""

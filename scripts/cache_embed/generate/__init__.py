@@ -1,0 +1,1 @@
+"""Triplet generation: the LLM backends (vLLM, OpenAI API), the structure backend, quality checks."""

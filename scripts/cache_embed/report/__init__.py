@@ -1,0 +1,1 @@
+"""What a reader gets: the model card and the HTML report."""

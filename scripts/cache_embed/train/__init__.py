@@ -1,0 +1,1 @@
+"""Training the adapter: data subsets, mined negatives, the checkpoint evaluator, sizes."""

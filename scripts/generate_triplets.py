@@ -20,9 +20,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cache_embed.common.cli import PipelineError, run_main, setup_logging
-from cache_embed.common.files import dumps, read_jsonl, sha256_file, write_json, write_jsonl
+from cache_embed.common.files import dumps, sha256_file, write_json, write_jsonl
 from cache_embed.common.names import SPLITS
-from cache_embed.generate.triplet_quality import Candidate, build_triplets, triplet_record
+from cache_embed.generate.shards import candidates_per_batch, read_split, shard_of, subset
+from cache_embed.generate.triplet_quality import build_triplets, triplet_record
 
 LOG = logging.getLogger("generate_triplets")
 
@@ -105,34 +106,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def shard_of(query_id: str, shards: int) -> int:
-    return int(hashlib.sha256(query_id.encode("utf-8")).hexdigest(), 16) % shards
-
-
-def subset(records: list[dict], max_queries: int, seed: int) -> list[dict]:
-    """A seeded, order-independent subset of `max_queries` records (all when 0), in input order."""
-    if not max_queries or max_queries >= len(records):
-        return records
-    ranked = sorted(records, key=lambda r: hashlib.sha256(f"{seed}:{r['id']}".encode()).hexdigest())
-    keep = {r["id"] for r in ranked[:max_queries]}
-    return [r for r in records if r["id"] in keep]
-
-
-def read_split(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path}: split file not found; run the split_queries step first")
-    records, seen = [], set()
-    for line, record in enumerate(read_jsonl(path), start=1):
-        if not isinstance(record.get("id"), str) or not isinstance(record.get("query"), str):
-            raise PipelineError(f"{path}: record {line} lacks a string `id` or `query`; regenerate the split")
-        if record["id"] in seen:
-            raise PipelineError(f"{path}: record {line} repeats id {record['id']!r}; regenerate the split")
-        seen.add(record["id"])
-        records.append(record)
-    return records
-
-
 def llm_settings(args: argparse.Namespace) -> dict:
     """The LLM backend's settings; None (a flag the backend does not take) leaves the library's default."""
     return {
@@ -176,31 +149,6 @@ def run_settings(args: argparse.Namespace) -> dict:
             **{k: v for k, v in llm_settings(args).items() if k not in OPERATIONAL_SETTINGS},
         )
     return settings
-
-
-def candidates_per_batch(
-    backend, name: str, batch: list[dict], paraphrases: int, negatives: int, failures: Counter, attempts: Counter
-):
-    """(positives, negatives) candidate lists for each query of the batch, in order."""
-    if name == "structure":
-        return [backend.candidates(record, paraphrases, negatives) for record in batch]
-    results = backend.generate(batch, paraphrases, negatives)
-    if len(results) != len(batch):
-        raise PipelineError(f"backend {name} answered {len(results)} results for {len(batch)} queries")
-    out = []
-    for record, result in zip(batch, results, strict=False):
-        if result.query_id != record["id"]:
-            raise PipelineError(f"backend {name} answered query {result.query_id!r} in place of {record['id']!r}")
-        attempts["attempts"] += int(result.attempts or 0)
-        if result.failure:
-            failures[result.failure] += 1
-        out.append(
-            (
-                [Candidate(text, "llm_paraphrase") for text in result.paraphrases or []],
-                [Candidate(text, "llm_hard_negative") for text in result.negatives or []],
-            )
-        )
-    return out
 
 
 def main(argv=None) -> int:

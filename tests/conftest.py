@@ -19,7 +19,7 @@ SCRIPTS = PROJECT_ROOT / "scripts"
 MEDQUAD_COMMIT = "577bd37b96c02d1833b2c9eed2de9f96964e96cb"
 SHARED_ARCHIVE = PROJECT_ROOT.parent / "shared" / "medquad" / f"MedQuAD-{MEDQUAD_COMMIT}.zip"
 # Folders of the project that a workflow run needs; results and models are never copied.
-PROJECT_PARTS = ("workflow", "config", "scripts", "resources/domains", "profiles", "envs")
+PROJECT_PARTS = ("workflow", "config", "scripts", "resources/domains", "resources/eval", "profiles", "envs")
 
 sys.path.insert(0, str(SCRIPTS))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -155,28 +155,32 @@ def medquad_splits(tmp_path_factory, medquad_archive) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def random_lora_adapter(tmp_path_factory, l6_model_path) -> Path:
-    """A LoRA adapter on the real L6 model with random (non-zero) weights: it moves the embeddings,
-    which is all that shape and export tests need; quality is not the point."""
+def save_random_lora_adapter(base_model: str, out: Path, r: int = 4, alpha: int = 8, seed: int = 0) -> Path:
+    """A LoRA adapter on query and value of `base_model` with random (non-zero) weights, saved to
+    `out`: it moves the embeddings like a trained one and has its size; quality is not the point."""
     import torch
     from peft import LoraConfig
     from sentence_transformers import SentenceTransformer
 
-    torch.manual_seed(0)
-    model = SentenceTransformer(l6_model_path)
+    torch.manual_seed(seed)
+    model = SentenceTransformer(base_model)
     model.add_adapter(
         LoraConfig(
             task_type="FEATURE_EXTRACTION",
-            r=4,
-            lora_alpha=8,
+            r=r,
+            lora_alpha=alpha,
             target_modules=["query", "value"],
             init_lora_weights=False,
         )
     )
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
     model.save_pretrained(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def random_lora_adapter(tmp_path_factory, l6_model_path) -> Path:
+    """A random LoRA adapter on the real L6 model, for shape and export tests."""
+    return save_random_lora_adapter(l6_model_path, tmp_path_factory.mktemp("adapter") / "adapter")
 
 
 # ---- the vLLM-on-CPU venv (.ci/setup-vllm.sh) and a tiny model for it
@@ -311,3 +315,137 @@ def small_cache(records: list[dict], rows: list[dict], others: int, seed: int) -
     chosen_ids = {r["id"] for r in chosen}
     rest = [r for r in records if r["id"] not in chosen_ids]
     return chosen + random.Random(seed).sample(rest, others)
+
+
+# ---- a real evaluation, shared by the evaluation, deploy and report tests
+
+DATA = Path(__file__).parent / "data"
+
+
+def build_triplets(records: list[dict], limit: int, seed: int = 0) -> list[dict]:
+    """Crude test triplets from real MedQuAD records: the positive is a keyword form of the
+    question, the negative another question of the same focus (or, every third, of the same qtype)."""
+    return [
+        {
+            "id": f"t-{record['id']}",
+            "anchor": record["query"],
+            "positive": f"{record['focus']} {record['qtype']}",
+            "negative": negative["query"],
+            "query_id": record["id"],
+            "split": "test",
+            "domain": "medical",
+            "backend": "test",
+            "model": "test",
+            "positive_kind": "keyword",
+            "negative_kind": kind,
+            "qtype": record["qtype"],
+            "negative_qtype": negative["qtype"],
+            "focus": record["focus"],
+        }
+        for record, negative, kind in keyword_triplet_sources(records, limit, seed, other_focus_every=3)
+    ]
+
+
+@pytest.fixture(scope="session")
+def real_test_triplets(tmp_path_factory, medquad_splits) -> Path:
+    from cache_embed.common.files import read_jsonl
+
+    records = list(read_jsonl(medquad_splits / "test.jsonl"))
+    records.sort(key=lambda record: record["id"])
+    path = tmp_path_factory.mktemp("triplets") / "test.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for triplet in build_triplets(records[:400], 48):
+            handle.write(json.dumps(triplet) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_val_triplets(tmp_path_factory, medquad_splits) -> Path:
+    """60 triplets from the real val split (focus-disjoint from test) to choose the threshold on."""
+    from cache_embed.common.files import read_jsonl
+
+    records = sorted(read_jsonl(medquad_splits / "val.jsonl"), key=lambda record: record["id"])
+    path = tmp_path_factory.mktemp("triplets") / "val.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for triplet in build_triplets(records[:500], 60, seed=1):
+            handle.write(json.dumps({**triplet, "split": "val"}) + "\n")
+    return path
+
+
+def run_evaluation(out: Path, triplets: Path, calibration: Path, adapter: Path, model: str, splits: Path, *extra):
+    """evaluate_adapter on real test and val triplets, padding from the real splits; `extra` flags
+    come last and win. Returns the folder holding metrics.json."""
+    import evaluate_adapter
+
+    argv = [
+        *step_argv("evaluate", "medical", {}),
+        "--triplets",
+        str(triplets),
+        "--base-model",
+        model,
+        "--adapter",
+        str(adapter),
+        "--queries",
+        str(splits / "test.jsonl"),
+        "--calibration-queries",
+        str(splits / "val.jsonl"),
+        "--output-json",
+        str(out / "metrics.json"),
+        "--output-md",
+        str(out / "metrics.md"),
+        "--calibration-triplets",
+        str(calibration),
+        "--calibration-padding",
+        str(splits / "train.jsonl"),
+        "--test-padding",
+        str(splits / "train.jsonl"),
+        str(splits / "val.jsonl"),
+        *extra,
+    ]
+    assert evaluate_adapter.main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def evaluated(
+    tmp_path_factory, real_test_triplets, real_val_triplets, random_lora_adapter, l6_model_path, medquad_splits
+) -> Path:
+    """A real evaluation of the random adapter (a 20% budget; sizes: the test cache and 300)."""
+    out = tmp_path_factory.mktemp("eval")
+    return run_evaluation(
+        out,
+        real_test_triplets,
+        real_val_triplets,
+        random_lora_adapter,
+        l6_model_path,
+        medquad_splits,
+        "--max-wrong-share",
+        "0.2",
+        "--repeat-share",
+        "0.5",
+        "--plots-dir",
+        str(out / "plots"),
+        "--thresholds",
+        "0.8",
+        "0.85",
+        "0.9",
+        "--target-precisions",
+        "0.95",
+        "0.99",
+        "--deploy-precision",
+        "0.9",
+        "--bootstrap",
+        "100",
+        "--seed",
+        "7",
+        "--batch-size",
+        "32",
+        "--max-calibration-triplets",
+        "40",
+        "--cache-sizes",
+        "test_cache",
+        "300",
+        "--external",
+        f"csv_set={DATA / 'external_pairs.csv'}",
+        f"jsonl_set={DATA / 'external_pairs.jsonl'}",
+    )

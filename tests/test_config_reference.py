@@ -16,7 +16,15 @@ from cache_embed.settings.config_reference import REFERENCE_PATH, REGENERATE_COM
 from conftest import PROJECT_ROOT, run_snakemake
 
 SCHEMA_FILE = PROJECT_ROOT / SCHEMA_PATH
-MEDICAL = {"queries": "medquad", "spec": "resources/domains/medical.yaml"}
+MEDICAL = {
+    "queries": "medquad",
+    "spec": "resources/domains/medical.yaml",
+    "external": {
+        "natural_val": "resources/eval/natural_val.jsonl",
+        "natural_test": "resources/eval/natural_test.jsonl",
+    },
+    "phrasing_guard": "natural_val",
+}
 
 
 def load_schema() -> dict:

@@ -78,12 +78,35 @@ def test_full_local_run_produces_every_output(finished_run):
     assert "recommended_threshold" in metrics
     assert metrics["test"]["adapter"]["roc_auc"] > metrics["test"]["base"]["roc_auc"]
     assert (domain / "report.html").stat().st_size > 10_000
+    # The router export carries metrics.json's threshold at deploy.cache_size (2,000 in quick.yaml),
+    # and says so when validation found none within the budget there (allow_over_budget in quick.yaml).
+    rec = metrics["recommended_threshold"]
+    assert [size["names"] for size in rec["sizes"]] == [["test_cache"], ["2000"]]
+    size = rec["sizes"][1]
+    assert (
+        size["cache_size"]
+        == 2000
+        == size["test_cache"]["cached_entries"]
+        == size["calibration_cache"]["cached_entries"]
+    )
+    deploy = finished_run / "models" / "medical" / "deploy"
+    info = json.loads((deploy / "deploy_info.json").read_text())
+    fragment = (deploy / "semantic-router.yaml").read_text()
+    over_budget = size["adapter"]["threshold"] is None
+    expected = size["adapter"]["evaluated_at"] if over_budget else size["adapter"]["threshold"]
+    assert info["threshold"] == expected and info["cache_size"] == 2000 and info["over_budget"] is over_budget
+    assert f"similarity_threshold: {expected!r}" in fragment and "deploy threshold for a cache of\n# 2,000" in fragment
+    assert ("# OVER BUDGET:" in fragment) is over_budget
+    # The natural-phrasing sets are evaluated by default, and the guard is read at every size.
+    assert set(metrics["external"]) == {"natural_val", "natural_test"}
+    assert metrics["external"]["natural_val"]["phrasing"]["unit"] == "source record"
+    assert all(block["phrasing_guard"]["set"] == "natural_val" for block in rec["sizes"])
     # Nothing is left to do after a complete run.
     assert planned_jobs(run_snakemake(finished_run, *quick_args("-n", *FINAL))) == {}
 
 
 # What each step's outputs feed, in this workflow's DAG (checked against Snakemake's own plan below).
-AFTER_EVALUATION = {"evaluate_adapter", "model_card", "export_deploy", "report"}
+AFTER_EVALUATION = {"evaluate_adapter", "model_card", "export_deploy", "report", "summary"}
 AFTER_TRAINING = {"train_adapter", "merge_adapter"} | AFTER_EVALUATION
 AFTER_GENERATION = {"generate_triplets", "gather_triplets", "split_val_triplets"} | AFTER_TRAINING
 AFTER_SPLIT = {"split_queries"} | AFTER_GENERATION
@@ -112,6 +135,15 @@ AFTER_SPLIT = {"split_queries"} | AFTER_GENERATION
         # the traffic mix changes both.
         ("evaluate: {max_wrong_share: 0.1}", AFTER_EVALUATION, "results/medical/eval/metrics.json"),
         ("evaluate: {cache: {repeat_share: 0.3}}", AFTER_TRAINING, "models/medical/adapter"),
+        (
+            "evaluate: {cache_sizes: [test_cache, 2500]}\ndeploy: {cache_size: 2500}",
+            AFTER_EVALUATION,
+            "results/medical/eval/metrics.json",
+        ),
+        ("domains: {medical: {phrasing_guard: ''}}", AFTER_EVALUATION, "results/medical/eval/metrics.json"),
+        # Deploy settings change the export only.
+        ("deploy: {cache_size: test_cache}", {"export_deploy"}, "models/medical/deploy"),
+        ("deploy: {allow_over_budget: false}", {"export_deploy"}, "models/medical/deploy"),
         (
             "evaluate: {calibrate_fraction: 0.4}",
             {"split_val_triplets"} | AFTER_TRAINING,
@@ -156,9 +188,12 @@ def test_more_seeds_train_and_evaluate_only_the_new_seeds(finished_run, tmp_path
     project = copy_run(finished_run, tmp_path)
     (project / "change.yaml").write_text("train: {seeds: 3}\n")
     result = run_snakemake(project, *quick_args("-n", *FINAL), "change.yaml")
-    assert planned_jobs(result) == {"train_adapter_seed": 2, "evaluate_adapter_seed": 2, "report": 1}, result.stdout[
-        -3000:
-    ]
+    assert planned_jobs(result) == {
+        "train_adapter_seed": 2,
+        "evaluate_adapter_seed": 2,
+        "report": 1,
+        "summary": 1,
+    }, result.stdout[-3000:]
     shell = [line for line in result.stdout.splitlines() if line.startswith("Shell command:")]
     commands = [line for line in shell if "scripts/train_adapter.py" in line]
     seeds = sorted(int(re.search(r"--seed (\d+)", line).group(1)) for line in commands)
@@ -172,7 +207,7 @@ def test_more_seeds_train_and_evaluate_only_the_new_seeds(finished_run, tmp_path
 
 def test_editing_a_library_module_reruns_the_steps_that_import_it(finished_run, tmp_path):
     project = copy_run(finished_run, tmp_path)
-    module = project / "scripts" / "cache_embed" / "structure_generator.py"
+    module = project / "scripts" / "cache_embed" / "generate" / "structure_generator.py"
     module.write_text(module.read_text() + "\n# an edit\n")
     result = run_snakemake(project, *quick_args("-n", *FINAL))
     assert set(planned_jobs(result)) == AFTER_GENERATION

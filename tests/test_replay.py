@@ -3,6 +3,7 @@ against exact numpy search on the same embeddings, with real MedQuAD questions a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,9 +13,12 @@ import replay_cache
 
 from cache_embed.common.cli import PipelineError
 from cache_embed.common.files import read_jsonl, write_json, write_jsonl
+from cache_embed.common.nearest import exact_nearest
 from cache_embed.common.text import comparison_key
 from cache_embed.data.equivalence import EquivalenceIndex
-from cache_embed.deploy.vector_cache import IndexSpec, MilvusVectorCache, exact_nearest, open_client
+from cache_embed.deploy import replay as replay_cache_library
+from cache_embed.deploy.vector_cache import IndexSpec, MilvusVectorCache, open_client
+from cache_embed.evaluate.simulation import Lookups
 from conftest import keyword_triplet_sources, step_argv
 
 
@@ -105,38 +109,52 @@ def test_milvus_flat_and_hnsw_agree_with_exact_numpy_search(replay_inputs, l6, t
         client.close()
 
 
-def independent_counts(inputs, l6, threshold, sizes_entries):
-    """Hits and misses of the replay's lookups computed here without the replay's code paths:
-    numpy exact search, equivalence from records, exclusions rebuilt from scratch."""
+def independent_cache(inputs, evaluated: list[int], seed: int) -> list[tuple[str, str]]:
+    """The replay's cached questions rebuilt here: test anchors, then every question outside the test
+    focus groups in the order of sha256("d", seed, id) (the evaluation's padding order, recomputed),
+    none whose text is a test triplet's, then the training paraphrases; distinct by comparison key."""
+    test_triplets = list(read_jsonl(inputs["test_triplets"]))
+    test_ids = {r["id"] for r in read_jsonl(inputs["test_split"])}
+    taken = {comparison_key(t[f]) for t in test_triplets for f in ("anchor", "positive", "negative")}
+    outside = [r for r in read_jsonl(inputs["train_split"]) if r["id"] not in test_ids]
+    outside.sort(key=lambda r: hashlib.sha256("\x1f".join(("d", str(seed), r["id"])).encode()).hexdigest()[:16])
+    cached, seen = [], set()
+    for query_id, text in sorted({(t["query_id"], t["anchor"]) for t in test_triplets}):
+        if comparison_key(text) not in seen:
+            seen.add(comparison_key(text))
+            cached.append((query_id, text))
+    for record in outside:
+        key = comparison_key(record["query"])
+        if key not in seen and key not in taken:
+            seen.add(key)
+            cached.append((record["id"], record["query"]))
+    for query_id, text in sorted({(t["query_id"], t["positive"]) for t in read_jsonl(inputs["train_triplets"])}):
+        if comparison_key(text) not in seen:
+            seen.add(comparison_key(text))
+            cached.append((query_id, text))
+    return cached
+
+
+def independent_counts(inputs, l6, cached, points):
+    """Hits and misses of the replay's lookups at each (cache size, threshold) in `points`, computed
+    here without the replay's code paths: numpy exact search, equivalence from records, exclusions
+    rebuilt from scratch."""
     test_triplets = list(read_jsonl(inputs["test_triplets"]))
     records = list(read_jsonl(inputs["train_split"])) + list(read_jsonl(inputs["test_split"]))
-    test_ids = {r["id"] for r in read_jsonl(inputs["test_split"])}
     equivalence = EquivalenceIndex(records)
-    cached, seen = [], set()
-    tiers = [
-        sorted({(t["query_id"], t["anchor"]) for t in test_triplets}),
-        sorted((r["id"], r["query"]) for r in records if r["id"] not in test_ids),
-        sorted({(t["query_id"], t["positive"]) for t in read_jsonl(inputs["train_triplets"])}),
-    ]
-    for tier in tiers:
-        for query_id, text in tier:
-            if comparison_key(text) not in seen:
-                seen.add(comparison_key(text))
-                cached.append((query_id, text))
-    assert [len(cached)] == sizes_entries[-1:]
     entries = l6.encode([text for _, text in cached], normalize_embeddings=True, convert_to_numpy=True)
     repeats = sorted({(t["positive"], t["query_id"]) for t in test_triplets})
     novel = sorted({(t["negative"], t["negative_query_id"]) for t in test_triplets})
     rep_vec = l6.encode([text for text, _ in repeats], normalize_embeddings=True, convert_to_numpy=True)
     nov_vec = l6.encode([text for text, _ in novel], normalize_embeddings=True, convert_to_numpy=True)
     out = []
-    for size in sizes_entries:
+    for size, threshold in points:
         view = entries[:size]
         sims = rep_vec @ view.T
         best = sims.argmax(axis=1)
         served = sims.max(axis=1) >= threshold
         correct = np.array(
-            [equivalence.equivalent(cached[b][0], qid) for b, (_, qid) in zip(best, repeats, strict=False)]
+            [equivalence.equivalent(cached[b][0], qid) for b, (_, qid) in zip(best, repeats, strict=True)]
         )
         nsims = nov_vec @ view.T
         for row, (text, source) in enumerate(novel):
@@ -153,9 +171,30 @@ def independent_counts(inputs, l6, threshold, sizes_entries):
     return out
 
 
+def evaluation_metrics(sizes: dict[int, tuple[float | None, float | None]]) -> dict:
+    """The part of an evaluation's metrics.json the replay reads (recommended_threshold.sizes and the
+    padding seed), in the evaluator's shape: {cache size: (base threshold, adapter threshold)}."""
+    return {
+        "settings": {"seed": 7},
+        "recommended_threshold": {
+            "max_wrong_share": 0.05,
+            "sizes": [
+                {
+                    "cache_size": size,
+                    "names": [str(size)],
+                    "label": f"{size:,}",
+                    "base": {"threshold": base},
+                    "adapter": {"threshold": adapter},
+                }
+                for size, (base, adapter) in sorted(sizes.items())
+            ],
+        },
+    }
+
+
 def test_replay_cache_end_to_end_matches_independent_exact_counts(replay_inputs, l6, l6_model_path, tmp_path):
     metrics_in = tmp_path / "eval_metrics.json"
-    write_json(metrics_in, {"recommended_threshold": {"base": {"threshold": 0.9}, "adapter": {"threshold": 0.75}}})
+    write_json(metrics_in, evaluation_metrics({120: (0.9, 0.75), 250: (0.92, 0.8)}))
     out = tmp_path / "replay"
     assert (
         replay_cache.main(
@@ -181,17 +220,9 @@ def test_replay_cache_end_to_end_matches_independent_exact_counts(replay_inputs,
                 str(out / "metrics.md"),
                 "--plot",
                 str(out / "p.png"),
-                "--sizes",
-                "test_anchors",
-                "medquad",
-                "train_paraphrases",
-                "--max-lookups",
-                "0",
-                "--latency-samples",
-                "5",
                 *step_argv("replay", "medical"),
                 "--sizes",
-                "test_anchors",
+                "evaluated",
                 "medquad",
                 "train_paraphrases",
                 "--max-lookups",
@@ -209,57 +240,67 @@ def test_replay_cache_end_to_end_matches_independent_exact_counts(replay_inputs,
         == 0
     )
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    names = [size["name"] for size in metrics["sizes"]]
+    assert names == ["evaluated_120", "evaluated_250", "medquad", "train_paraphrases"]
     sizes = [size["entries"] for size in metrics["sizes"]]
-    assert [size["name"] for size in metrics["sizes"]] == ["test_anchors", "medquad", "train_paraphrases"]
-    assert sizes == sorted(sizes) and sizes[0] == 120 and sizes[1] > 300
+    assert sizes[:2] == [120, 250] and sizes == sorted(sizes) and sizes[2] > 300
+    assert [size["calibrated_for"] for size in metrics["sizes"]] == [120, 250, 250, 250]
     assert metrics["milvus"]["pymilvus"] == "3.0.2" and metrics["milvus"]["milvus-lite"] == "3.2.2"
-    expected = independent_counts(replay_inputs, l6, 0.75, sizes)
+    cached = independent_cache(replay_inputs, [120, 250], seed=7)
+    assert len(cached) == sizes[-1]
+    # Each size at its own threshold (past the largest evaluated size, the largest one's) and at the
+    # smallest size's, against counts computed here.
+    own = {120: 0.75, 250: 0.8}
+    points = [(size["entries"], own[size["calibrated_for"]]) for size in metrics["sizes"]]
+    points += [(size["entries"], 0.75) for size in metrics["sizes"][1:]]
+    expected = independent_counts(replay_inputs, l6, cached, points)
     adapter = metrics["results"]["adapter"]
-    for size, want in zip(metrics["sizes"], expected, strict=False):
+    for (entries, threshold), want in zip(points, expected, strict=True):
+        size = next(s for s in metrics["sizes"] if s["entries"] == entries)
         block = adapter["sizes"][size["name"]]
-        at = block["index"]["FLAT"]["at_deploy_threshold"]
-        assert {key: at[key] for key in want} == want, size["name"]
-        assert at["threshold"] == 0.75
-        assert at["repeats"] == metrics["lookups"]["repeats"] and at["novel"] == metrics["lookups"]["novel"]
+        name = "own" if threshold == own[size["calibrated_for"]] else "smallest"
+        at = block["index"]["FLAT"]["at_threshold"][name]
+        assert {key: at[key] for key in want} == want, (size["name"], name)
+        assert at["threshold"] == threshold and at["repeats"] == metrics["lookups"]["repeats"]
+        assert at["wrong_share_interval"]["low"] <= (at["wrong_share"] or 0) <= at["wrong_share_interval"]["high"]
         assert block["flat_vs_numpy"]["nearest_differs"] == 0
         assert block["flat_vs_numpy"]["max_abs_score_difference"] < 1e-5
         assert block["index"]["HNSW"]["index"]["index_type"] == "HNSW"
         assert 0 <= block["approx_vs_exact"]["HNSW"]["nearest_differs_share"] <= 1
         assert block["index"]["HNSW"]["search_latency_ms"]["n"] == 5
         bound = block["threshold_for_bound"]
-        assert bound["bound"] == 0.05 and (bound["wrong_share"] or 0) <= 0.05 + 1e-12 or not bound["met"]
+        assert bound["bound"] == 0.05 and (bound["threshold"] is None) == (not bound["met"])
+    assert "smallest" not in adapter["sizes"]["evaluated_120"]["index"]["FLAT"]["at_threshold"]
     assert adapter["embed_latency_ms"]["n"] == 5
-    # A growing cache can only add candidates: the best similarity of each lookup never falls.
-    assert expected[0]["false_hits"] <= expected[-1]["false_hits"]
     text = (out / "metrics.md").read_text(encoding="utf-8")
-    assert "0.750" in text and metrics["summary"]["adapter"] in text
+    assert "0.750 (120)" in text and "0.800 (250)" in text and metrics["summary"]["adapter"] in text
     assert (out / "p.png").stat().st_size > 10_000
 
 
-def _outcomes(repeat_scores, repeat_correct, novel_scores):
-    return {
-        "repeat_scores": np.array(repeat_scores, float),
-        "repeat_correct": np.array(repeat_correct, bool),
-        "repeat_by_equivalence": np.zeros(len(repeat_scores), bool),
-        "novel_scores": np.array(novel_scores, float),
-    }
+def _lookups(repeat_scores, repeat_correct, novel_scores):
+    return Lookups(
+        np.array(repeat_scores, float),
+        np.array(repeat_correct, bool),
+        np.array(repeat_correct, bool),
+        np.array(novel_scores, float),
+    )
 
 
 def test_figures_and_bound_threshold_by_hand():
     # 4 repeats: 0.95 correct, 0.90 wrong, 0.85 correct, 0.60 correct; 2 novel: 0.88, 0.40.
-    outcomes = _outcomes([0.95, 0.90, 0.85, 0.60], [True, False, True, True], [0.88, 0.40])
-    at = replay_cache.figures_at(outcomes, 0.85, repeat_share=0.5)
+    outcomes = _lookups([0.95, 0.90, 0.85, 0.60], [True, False, True, True], [0.88, 0.40])
+    at = replay_cache_library.figures_at(outcomes, None, 0.85, repeat_share=0.5, budget=0.05)
     assert (at["correct_hits"], at["wrong_hits"], at["false_hits"]) == (2, 1, 1)
     assert at["repeat_hit_rate"] == 0.5 and at["novel_false_hit_rate"] == 0.5
     # mix 50/50: wrong = .5*.25 + .5*.5 = .375; served = .5*.75 + .5*.5 = .625
     assert at["wrong_share"] == pytest.approx(0.375 / 0.625)
-    assert at["wrong_share_unweighted"] == pytest.approx(2 / 4)
-    bound = replay_cache.threshold_for_bound(outcomes, 0.05, 0.5)
-    # Above 0.90 only the correct 0.95 hit is served: the lowest grid point above 0.90 is 0.905.
-    assert bound["met"] and bound["threshold"] == pytest.approx(0.905)
-    assert bound["correct_hits"] == 1 and bound["wrong_share"] == 0
-    never = replay_cache.threshold_for_bound(_outcomes([0.999], [False], [0.999]), 0.05, 0.5)
-    assert not never["met"]
+    assert at["reading"] == "missed" and at["wrong_share_interval"]["low"] > 0.05  # 60% wrong of 4 served
+    # Six lookups cannot bound a 5% wrong share: the rule answers none, not the top of a grid.
+    bound = replay_cache_library.threshold_for_bound(outcomes, None, 0.05, 0.5)
+    assert bound["threshold"] is None and bound["met"] is False and bound["evaluated_at"] is not None
+    many = _lookups(np.linspace(0.99, 0.5, 400), np.ones(400, bool), np.full(400, 0.1))
+    bound = replay_cache_library.threshold_for_bound(many, None, 0.05, 0.5)
+    assert bound["met"] and bound["threshold"] == pytest.approx(0.5)
 
 
 def test_novel_exclusions_follow_equivalence_not_split_groups():
@@ -274,7 +315,7 @@ def test_novel_exclusions_follow_equivalence_not_split_groups():
     entries.append({"text": "gout causes", "query_id": "a"})  # a paraphrase entry of a
     entries.append({"text": "What causes gout", "query_id": "z"})  # same text as the lookup
     lookups = [{"text": "What causes gout?", "query_id": "a"}, {"text": "Unknown?", "query_id": None}]
-    excluded = replay_cache.novel_exclusions(lookups, entries, equivalence)
+    excluded = replay_cache_library.novel_exclusions(lookups, entries, equivalence)
     assert excluded[0].tolist() == [0, 1, 4, 5]  # a, b (shared CUI, same qtype), a's paraphrase, same text
     assert excluded[1].tolist() == []
 
@@ -282,33 +323,47 @@ def test_novel_exclusions_follow_equivalence_not_split_groups():
 def test_nearest_allowed_skips_excluded_and_flags_exhausted_rows():
     ids = np.array([[3, 5, 7], [1, 2, -1]])
     scores = np.array([[0.9, 0.8, 0.7], [0.6, 0.5, -np.inf]])
-    chosen, chosen_scores, unresolved = replay_cache.nearest_allowed(ids, scores, [np.array([3]), np.array([1, 2])])
+    chosen, chosen_scores, unresolved = replay_cache_library.nearest_allowed(
+        ids, scores, [np.array([3]), np.array([1, 2])]
+    )
     assert chosen.tolist() == [5, -1] and chosen_scores[0] == 0.8 and unresolved.tolist() == [False, True]
 
 
-def test_missing_adapter_threshold_names_file_and_key(tmp_path):
+def test_metrics_without_sizes_names_file_and_key(tmp_path):
     path = tmp_path / "metrics.json"
     write_json(path, {"recommended_threshold": {"base": {"threshold": 0.8}, "adapter": None}})
-    with pytest.raises(PipelineError, match=r"metrics.json: recommended_threshold.adapter.threshold is missing"):
-        replay_cache.deploy_thresholds(str(path))
+    with pytest.raises(PipelineError, match=r"metrics.json: no recommended_threshold.sizes; rerun evaluate_adapter"):
+        replay_cache_library.evaluated_sizes(str(path))
 
 
 def test_triplet_without_positive_names_file_and_record(tmp_path):
     path = tmp_path / "t.jsonl"
     write_jsonl(path, [{"id": "x1", "anchor": "a", "positive": "", "negative": "n", "query_id": "q"}])
     with pytest.raises(PipelineError, match=r"t.jsonl: triplet 1 \(id x1\) has no 'positive'"):
-        replay_cache.read_triplets(str(path))
+        replay_cache_library.read_triplets(str(path))
 
 
 def test_sizes_are_cumulative_and_distinct_by_comparison_key():
     test_triplets = [{"query_id": "t1", "anchor": "What is X?", "positive": "x", "negative": "n"}]
-    records = [{"id": "t1", "query": "What is X?"}, {"id": "r1", "query": "what is x"}, {"id": "r2", "query": "Y?"}]
+    records = [
+        {"id": "t1", "query": "What is X?"},
+        {"id": "r1", "query": "what is x"},  # the anchor's text: never padding
+        {"id": "r2", "query": "Y?"},
+        {"id": "r3", "query": "Z?"},
+    ]
     train = [{"query_id": "r2", "positive": "y info", "anchor": "Y?", "negative": "n"}]
-    entries, sizes = replay_cache.build_entries(
-        test_triplets, records, {"t1"}, train, ["test_anchors", "medquad", "train_paraphrases"]
+    entries, sizes = replay_cache_library.build_entries(
+        test_triplets, records, {"t1"}, train, ["evaluated", "medquad", "train_paraphrases"], [2], 7
     )
-    assert [e["text"] for e in entries] == ["What is X?", "Y?", "y info"]
-    assert [(s["entries"], s["added"], s["duplicates_dropped"]) for s in sizes] == [(1, 1, 0), (2, 1, 1), (3, 1, 0)]
+    assert entries[0]["text"] == "What is X?" and {e["text"] for e in entries[1:3]} == {"Y?", "Z?"}
+    assert entries[3]["text"] == "y info" and len(entries) == 4
+    assert [(s["name"], s["entries"], s["added"], s["calibrated_for"]) for s in sizes] == [
+        ("evaluated_2", 2, 2, 2),
+        ("medquad", 3, 1, 2),
+        ("train_paraphrases", 4, 1, 2),
+    ]
+    with pytest.raises(PipelineError, match="only 3 questions to fill the evaluated size 9"):
+        replay_cache_library.build_entries(test_triplets, records, {"t1"}, train, ["evaluated"], [9], 7)
 
 
 def test_replay_rule_is_wired_with_its_settings(tmp_path):
@@ -316,12 +371,13 @@ def test_replay_rule_is_wired_with_its_settings(tmp_path):
     from conftest import copy_project, run_snakemake
 
     project = copy_project(tmp_path / "p")
-    (project / "extra.yaml").write_text("replay:\n  sizes: [test_anchors]\n  max_lookups: 7\n", encoding="utf-8")
+    (project / "extra.yaml").write_text("replay:\n  sizes: [evaluated]\n  max_lookups: 7\n", encoding="utf-8")
     result = run_snakemake(
         project, "-n", "-p", "results/medical/replay/metrics.json", "--configfile", "config/config.yaml", "extra.yaml"
     )
     shell = next(line for line in result.stdout.splitlines() if "python scripts/replay_cache.py" in line)
     assert "--adapter-model models/medical/deploy/model" in shell
-    assert "--sizes test_anchors " in shell and "--max-lookups 7 " in shell
+    assert "--sizes evaluated " in shell and "--max-lookups 7 " in shell
+    assert "--test-queries results/medical/splits/test.jsonl " in shell
     assert "--hnsw-ef 64 " in shell and "--equivalence medquad" in shell
     assert Path(project / "workflow/report/replay_cache.rst").exists()

@@ -20,6 +20,7 @@ import pytest
 
 from cache_embed.common.cli import PipelineError
 from cache_embed.common.files import write_json
+from cache_embed.report import html_report
 
 EVIL = "<script>alert('x')</script> & \"quotes\""
 
@@ -60,7 +61,8 @@ def report_inputs(tmp_path_factory, medquad_splits) -> dict:
     ]
     calibration = [{"anchor": f"a:{i}", "positive": f"p:{i}", "negative": f"n:{i}"} for i in range(100, 140)]
     pairs = [(f"a:{i}", f"p:{i}", 1) for i in range(10)] + [(f"a:{i}", f"n:{i}", 0) for i in range(10)]
-    texts = sorted({t[f] for t in triplets + calibration for f in ("anchor", "positive", "negative")})
+    padding = [f"d:{i}" for i in range(200, 300)]  # questions of other groups that pad both caches
+    texts = sorted({t[f] for t in triplets + calibration for f in ("anchor", "positive", "negative")} | set(padding))
     embeddings = {"base": fake_embeddings(texts, rng, 0.5), "adapter": fake_embeddings(texts, rng, 2.0)}
     metrics, curves = evaluate_adapter.compute_metrics(
         triplets,
@@ -73,6 +75,9 @@ def report_inputs(tmp_path_factory, medquad_splits) -> dict:
         50,
         7,
         calibration=calibration,
+        cache_sizes=("test_cache", "120"),
+        calibration_padding=padding,
+        test_padding=padding,
     )
     metrics["models"].update(base="resources/models/l6", adapter="models/medical/adapter", adapter_base_model=EVIL)
     metrics["settings"] = {"bootstrap": 50}
@@ -196,12 +201,22 @@ def test_report_is_self_contained_and_escaped(report_html, report_inputs, medqua
     metrics = json.loads((report_inputs["dir"] / "metrics.json").read_text(encoding="utf-8"))
     rec = metrics["recommended_threshold"]
     first_h2 = re.search(r"<h2[^>]*>([^<]*)</h2>", page).group(1)
-    assert first_h2 == "The answer" and html.escape(rec["verdict"], quote=True) in page
+    assert first_h2 == "The answer"
     answer = page[page.index('<section id="answer">') : page.index("</section>")]
-    assert "TEST wrong share [95% CI]" in answer and "TEST repeat hit rate [95% CI]" in answer
-    for name in ("adapter", "base"):
-        assert f"<td>{name}</td><td>{make_report.fmt(rec[name]['threshold'], 4)}</td>" in answer
-    assert "calibration half of the validation split" in answer
+    assert "TEST wrong share [95% CI]" in answer and "TEST repeats answered [95% CI]" in answer
+    assert [size["cache_size"] for size in rec["sizes"]] == [80, 120]
+    for size in rec["sizes"]:
+        assert html.escape(size["verdict"], quote=True) in answer
+        for name in ("adapter", "base"):
+            entry = size[name]
+            shown = (
+                html_report.fmt(entry["threshold"], 4)
+                if entry["threshold"] is not None
+                else f"none (closest {html_report.fmt(entry['evaluated_at'], 4)})"
+            )
+            assert f"<td>{html.escape(size['label'])}</td><td>{name}</td><td>{shown}</td>" in answer
+            assert f"<td>{entry['test']['reading']}</td>" in answer
+    assert "calibration half of the validation split" in answer and "stress figure" in answer
     assert "/home/someone" not in page and "0.000<" not in page
     assert "Validation halves" in page and "<td>61</td>" in page
     assert "95% CI of delta" in page and "By negative kind" in page and "llm_hard_negative" in page
@@ -215,7 +230,7 @@ def test_report_is_self_contained_and_escaped(report_html, report_inputs, medqua
         == metrics["test"]["adapter"]["cache"]["repeat_lookups"]
     )
     synonym = kinds["synonym"]["adapter"]["cache_rank1_correct"]
-    assert f"<td>{make_report.fmt(synonym)}</td>" in section
+    assert f"<td>{html_report.fmt(synonym)}</td>" in section
     assert "External labelled pairs" in page and "Effective configuration" in page
     assert "https://x/{commit}.zip" in page
 
@@ -226,16 +241,16 @@ def test_training_series_reads_several_history_shapes():
         {"step": 20, "eval_loss": 0.8, "eval_runtime": 3.0, "eval_acc": 0.7},
         {"step": 20, "train_runtime": 9.0, "train_loss": 0.9},
     ]
-    series = make_report.training_series(trainer_log)
+    series = html_report.training_series(trainer_log)
     assert series["train_loss"] == [(10.0, 1.0), (20.0, 0.9)]
     assert series["eval_loss"] == [(20.0, 0.8)] and series["eval_acc"] == [(20.0, 0.7)]
     assert "eval_runtime" not in series and "epoch" not in series
     nested = {"train": [{"global_step": 5, "loss": 2.0}], "validation": [{"step": 5, "loss": 1.5, "accuracy": 0.6}]}
-    series = make_report.training_series(nested)
+    series = html_report.training_series(nested)
     assert series == {"eval_accuracy": [(5.0, 0.6)], "eval_loss": [(5.0, 1.5)], "train_loss": [(5.0, 2.0)]}
-    assert make_report.training_series({"final": {"acc": 1.0}}) == {}
-    assert make_report.training_plot({}) is None
-    assert make_report.training_plot(make_report.training_series(trainer_log))[:4] == b"\x89PNG"
+    assert html_report.training_series({"final": {"acc": 1.0}}) == {}
+    assert html_report.training_plot({}) is None
+    assert html_report.training_plot(html_report.training_series(trainer_log))[:4] == b"\x89PNG"
 
 
 def test_report_flags_name_missing_files(tmp_path, report_inputs, capsys):
@@ -317,17 +332,25 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
     assert all(image["complete"] and image["width"] > 0 and image["data"] for image in images), images
 
 
-def deploy_metrics(chosen_on: str, held: bool) -> dict:
+def deploy_metrics(chosen_on: str, reading: str) -> dict:
+    """recommended_threshold with one size, in the evaluator's shape (figures made up)."""
     test = {
-        "wrong_share": 0.03 if held else 0.09,
+        "wrong_share": 0.03 if reading == "held" else 0.09,
         "repeat_hit_rate": 0.41,
         "novel_false_hit_rate": 0.0002,
-        "wrong_share_ci": {"low": 0.02, "high": 0.045},
+        "wrong_share_cp": {"low": 0.02, "high": 0.045} if reading == "held" else {"low": 0.07, "high": 0.11},
         "repeat_hit_rate_ci": {"low": 0.38, "high": 0.44},
         "novel_false_hit_rate_ci": {"low": 0.0001, "high": 0.0004},
-        "bound_held": held,
+        "reading": reading,
     }
-    entry = {"threshold": 0.8123, "bound_met_on_val": True, "val": {"wrong_share_upper": 0.049}, "test": test}
+    entry = {
+        "threshold": 0.8123,
+        "bound_met_on_val": True,
+        "evaluated_at": 0.8123,
+        "val": {"wrong_share_upper": 0.049},
+        "test": test,
+    }
+    cache = {"cached_entries": 4341, "distractor_entries": 2200, "repeat_lookups": 9000, "novel_lookups": 9000}
     return {
         "recommended_threshold": {
             "chosen_on": chosen_on,
@@ -335,21 +358,32 @@ def deploy_metrics(chosen_on: str, held: bool) -> dict:
             "max_wrong_share": 0.05,
             "repeat_share": 0.5,
             "rule": "the rule",
-            "verdict": "computed verdict",
-            "adapter": entry,
-            "base": None,
+            "padding": "padding note.",
+            "novel_traffic": "stress figure.",
+            "sizes": [
+                {
+                    "cache_size": 4341,
+                    "names": ["test_cache"],
+                    "label": "4,341 (test cache)",
+                    "calibration_cache": cache,
+                    "test_cache": cache,
+                    "adapter": entry,
+                    "base": None,
+                    "verdict": "computed verdict",
+                }
+            ],
             "note": "n",
         }
     }
 
 
-def test_answer_section_shows_the_bound_and_small_numbers_at_their_scale():
-    page = make_report.section_answer(deploy_metrics("val", True))
-    assert "computed verdict" in page and "<td>0.8123</td>" in page and "<td>yes</td>" in page
+def test_answer_section_shows_the_reading_and_small_numbers_at_their_scale():
+    page = html_report.section_answer(deploy_metrics("val", "held"))
+    assert "computed verdict" in page and "<td>0.8123</td>" in page and "<td>held</td>" in page
     assert "0.02% [0.01%, 0.04%]" in page  # 2e-4 is not "0.000"
-    assert "calibration half of the validation split" in page
-    failed = make_report.section_answer(deploy_metrics("test", False))
-    assert "<td>NO</td>" in failed and "optimistic" in failed and "9.0%" in failed
+    assert "calibration half of the validation split" in page and "<td>4,341 (test cache)</td>" in page
+    failed = html_report.section_answer(deploy_metrics("test", "missed"))
+    assert "<td>missed</td>" in failed and "optimistic" in failed and "9.0% [7.0%, 11.0%]" in failed
 
 
 TRAINING_INFO = {
@@ -400,8 +434,12 @@ def test_model_card_carries_measured_figures_and_the_domain_spec(report_inputs, 
     card = out.read_text(encoding="utf-8")
     metrics = json.loads((report_inputs["dir"] / "metrics.json").read_text(encoding="utf-8"))
     rec = metrics["recommended_threshold"]
-    assert f"**Deploy threshold:** `{make_report.fmt(rec['adapter']['threshold'], 4)}`" in card
-    assert rec["verdict"] in card and "license: cc-by-4.0" in card and "BMC Bioinformatics 20:511, 2019" in card
+    largest = rec["sizes"][-1]
+    assert (
+        f"for {largest['label']} cached questions it is `{html_report.fmt(largest['adapter']['threshold'], 4)}`" in card
+    )
+    assert all(size["verdict"] in card for size in rec["sizes"]) and "stress figure" in card
+    assert "license: cc-by-4.0" in card and "BMC Bioinformatics 20:511, 2019" in card
     assert "Not evaluated yet" not in card and "\n/" not in card and " /home" not in card
     programming = render_card("programming", TRAINING_INFO, load_card_spec(root / "programming.yaml"))
     assert "MedQuAD" not in programming and "license: other" in programming and "Not evaluated yet" in programming
@@ -417,8 +455,11 @@ def seed_metrics(repeat_hit_rate: float, p_chr_auc: float) -> dict:
     def deploy(hit):
         return {"threshold": 0.9, "test": {"repeat_hit_rate": hit, "wrong_share": 0.04}}
 
+    # The headline is the largest evaluated size (the last); the smaller one must not be read.
+    smaller = {"cache_size": 10, "adapter": deploy(0.99), "base": deploy(0.99)}
+    largest = {"cache_size": 20, "adapter": deploy(repeat_hit_rate), "base": deploy(0.20)}
     return {
-        "recommended_threshold": {"adapter": deploy(repeat_hit_rate), "base": deploy(0.20)},
+        "recommended_threshold": {"sizes": [smaller, largest]},
         "test": {"adapter": model(repeat_hit_rate, p_chr_auc, 0.95), "base": model(0.2, 0.62, 0.77)},
     }
 

@@ -13,8 +13,11 @@ scored by scripts/evaluate_adapter.py exactly as the workflow's evaluation does,
 validation halves in the roles of test and calibration:
 
 - the deploy threshold is chosen on the val calibrate half (as many triplets as are scored, whole
-  focus groups; its cache padded with train questions to the size of the scored cache) as the
-  lowest threshold whose 95% upper bound on the wrong share is at most evaluate.max_wrong_share;
+  focus groups; its cache padded with train questions to each --cache-sizes size, default the
+  largest the data allows) by the one threshold rule under evaluate.max_wrong_share;
+- the natural-phrasing VALIDATION pairs (resources/eval/natural_val.jsonl) are scored beside the
+  cache figures: recall at pair precision 0.95 (95% CI over source questions), ROC-AUC, and the
+  pair precision at the deploy threshold;
 - the figures are measured on a seeded subset of the val select half (whole focus groups), or
   with --scored-triplets 0 on the whole half; as on test, every sibling of a looked-up question
   (same focus, another question type: the wrong hits that set the threshold) is cached. Training
@@ -89,7 +92,11 @@ CANDIDATES = {
     "r32_all_contrastive": {"contrastive": {"steps": 50}, **lora(32, ALL_LAYERS)},
     "r32_all_mined3_contrastive": {"contrastive": {"steps": 50}, **lora(32, ALL_LAYERS, mined=3)},
 }
+NATURAL_VAL = ROOT / "resources" / "eval" / "natural_val.jsonl"
 FIGURES = (
+    "natural_recall_at_p95",
+    "natural_roc_auc",
+    "natural_precision_at_threshold",
     "repeat_hit_rate",
     "wrong_share",
     "threshold",
@@ -181,7 +188,10 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
                 str(results / "triplets" / "val_calibrate.jsonl"),
                 "--calibration-queries",
                 str(results / "splits" / "val.jsonl"),
-                "--calibration-distractors",
+                "--calibration-padding",
+                str(results / "splits" / "train.jsonl"),
+                # The scored select half stands for test: padded with questions outside its focus groups.
+                "--test-padding",
                 str(results / "splits" / "train.jsonl"),
                 "--base-model",
                 base_model,
@@ -197,6 +207,13 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
                 # As many calibration triplets as scored ones (0: the whole calibrate half).
                 "--max-calibration-triplets",
                 str(args.scored_triplets),
+                "--cache-sizes",
+                *args.cache_sizes,
+                # The natural-phrasing VALIDATION set only: the test set is read once per decision, elsewhere.
+                "--external",
+                f"natural_val={NATURAL_VAL}",
+                "--phrasing-guard",
+                "natural_val",
             ],
             scored / "evaluate.log",
         )
@@ -204,21 +221,30 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
 
 
 def model_figures(metrics: dict, model: str) -> dict:
-    chosen = metrics["recommended_threshold"].get(model) or {}
-    measured = chosen.get("test", {})
+    """A model's figures at the largest evaluated cache size, and on the natural-phrasing val pairs."""
+    largest = metrics["recommended_threshold"]["sizes"][-1]
+    chosen = largest.get(model) or {}
+    measured = chosen.get("test", {}) if chosen.get("threshold") is not None else {}
     block = metrics["test"][model]
     kinds = metrics["test"].get("by_negative_kind", {})
     other_focus = kinds.get("same_qtype_other_focus", {}).get(model, {})
+    natural = metrics["external"]["natural_val"]["phrasing"][model]
+    at_threshold = natural.get(f"precision@{largest['cache_size']}") or {}
     return {
+        "cache_size": largest["cache_size"],
         "threshold": chosen.get("threshold"),
         "bound_met_on_calibrate": chosen.get("bound_met_on_val"),
-        "bound_held_on_scored": measured.get("bound_held"),
-        "repeat_hit_rate": measured.get("repeat_hit_rate"),
+        "reading_on_scored": measured.get("reading"),
+        "repeat_hit_rate": measured.get("repeat_hit_rate", 0.0),
         "wrong_share": measured.get("wrong_share"),
         "p_chr_auc": block["cache"]["p_chr"]["auc"],
         "rank1_correct": block["cache"]["rank1_correct"],
         "roc_auc": block["roc_auc"],
         "same_qtype_other_focus_accuracy": other_focus.get("triplet_accuracy"),
+        "natural_recall_at_p95": natural["recall_at_precision"]["value"],
+        "natural_recall_at_p95_ci": [natural["recall_at_precision"]["low"], natural["recall_at_precision"]["high"]],
+        "natural_roc_auc": natural["roc_auc"]["value"],
+        "natural_precision_at_threshold": at_threshold.get("value"),
     }
 
 
@@ -250,8 +276,8 @@ def summarise(runs: list[dict]) -> dict:
 
 def table(summary: dict) -> str:
     header = (
-        f"{'recipe':<18} {'repeats@bound':>14} {'wrong':>6} {'tau':>6} {'P-CHR':>6} {'rank-1':>6}"
-        f" {'ROC':>6} {'qt-of':>6} {'min':>5} {'L6 MB':>6} {'L12 MB':>6}"
+        f"{'recipe':<24} {'nat R@P95':>12} {'nat ROC':>12} {'nat P@tau':>12} {'repeats@bound':>14} {'wrong':>6}"
+        f" {'tau':>6} {'P-CHR':>6} {'rank-1':>6} {'ROC':>6} {'qt-of':>6} {'min':>5} {'L6 MB':>6} {'L12 MB':>6}"
     )
     lines = [header, "-" * len(header)]
     for name, entry in summary.items():
@@ -264,7 +290,9 @@ def table(summary: dict) -> str:
             return f"{value['mean']:.{digits}f}{spread}".rjust(width)
 
         lines.append(
-            f"{name:<18} {cell('repeat_hit_rate', 14)} {cell('wrong_share', 6)} {cell('threshold', 6)}"
+            f"{name:<24} {cell('natural_recall_at_p95', 12)} {cell('natural_roc_auc', 12)}"
+            f" {cell('natural_precision_at_threshold', 12)}"
+            f" {cell('repeat_hit_rate', 14)} {cell('wrong_share', 6)} {cell('threshold', 6)}"
             f" {cell('p_chr_auc', 6)} {cell('rank1_correct', 6)} {cell('roc_auc', 6)}"
             f" {cell('same_qtype_other_focus_accuracy', 6)} {cell('train_minutes', 5, 1)}"
             f" {entry['size']['l6']['float32_bytes'] / 1e6:6.2f} {entry['size']['l12']['float32_bytes'] / 1e6:6.2f}"
@@ -283,6 +311,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--scored-triplets", type=int, default=2000, help="val select triplets scored (0: the whole half)"
     )
     parser.add_argument("--subset-seed", type=int, default=7)
+    parser.add_argument(
+        "--cache-sizes",
+        nargs="+",
+        default=["largest"],
+        help="cache sizes to choose the threshold for; the figures are the largest's",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default="bench-recipes", help="adapters and logs (resumable)")
     parser.add_argument("--output", default="bench-recipes/recipes.json")
@@ -313,8 +347,9 @@ def main(argv=None) -> int:
     print(table(summary))
     base = next(iter(summary.values()))["runs"][0]["base"]
     print(
-        f"base model: repeats@bound {base['repeat_hit_rate']}, P-CHR {base['p_chr_auc']:.3f},"
-        f" rank-1 {base['rank1_correct']:.3f}, ROC {base['roc_auc']:.3f}"
+        f"base model: natural R@P95 {base['natural_recall_at_p95']:.3f} {base['natural_recall_at_p95_ci']},"
+        f" natural ROC {base['natural_roc_auc']:.3f}, repeats@bound {base['repeat_hit_rate']},"
+        f" P-CHR {base['p_chr_auc']:.3f}, rank-1 {base['rank1_correct']:.3f}, ROC {base['roc_auc']:.3f}"
     )
     return 0
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import step_argv  # noqa: E402
+from conftest import save_random_lora_adapter, step_argv  # noqa: E402
 
 
 def real_questions(count: int) -> list[str]:
@@ -63,22 +63,7 @@ def real_questions(count: int) -> list[str]:
 
 
 def random_merged(base: str, folder: Path) -> str:
-    import torch
-    from peft import LoraConfig
-    from sentence_transformers import SentenceTransformer
-
-    torch.manual_seed(0)
-    model = SentenceTransformer(base)
-    model.add_adapter(
-        LoraConfig(
-            task_type="FEATURE_EXTRACTION",
-            r=8,
-            lora_alpha=32,
-            target_modules=["query", "value"],
-            init_lora_weights=False,
-        )
-    )
-    model.save_pretrained(str(folder / "adapter"))
+    save_random_lora_adapter(base, folder / "adapter", r=8, alpha=32)
     import merge_adapter
 
     merge_adapter.main(

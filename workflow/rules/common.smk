@@ -18,6 +18,25 @@ if abs(_split_sum - 1) > 1e-6:
         "fix the split fractions in your config"
     )
 
+# deploy.cache_size must name a size the evaluation chooses a threshold for.
+_deploy_size = config["deploy"]["cache_size"]
+if str(_deploy_size) not in [str(size) for size in config["evaluate"]["cache_sizes"]]:
+    raise ValueError(
+        f"deploy.cache_size is {_deploy_size!r}, which evaluate.cache_sizes "
+        f"({config['evaluate']['cache_sizes']}) does not evaluate; add it there or pick one of those"
+    )
+
+# A domain's phrasing guard must be one of its own pair sets.
+for _name, _domain in config["domains"].items():
+    if (
+        _domain["phrasing_guard"]
+        and _domain["phrasing_guard"] not in _domain["external"]
+    ):
+        raise ValueError(
+            f"domains.{_name}.phrasing_guard is {_domain['phrasing_guard']!r}, which is not one of"
+            f" domains.{_name}.external ({sorted(_domain['external'])}); name one of those or leave it empty"
+        )
+
 PROJECT_ROOT = Path(workflow.basedir).parent
 SCRIPTS = PROJECT_ROOT / "scripts"
 # Names the steps must agree on (split names, model folder names) come from the steps' own library.
@@ -104,10 +123,18 @@ def all_targets():
             f"results/{domain}/report.html",
             f"results/{domain}/model_card.md",
             f"models/{domain}/deploy",
+            f"results/{domain}/summary.md",
         ]
         if config["replay"]["in_all"]:
             targets.append(f"results/{domain}/replay/metrics.json")
     return targets
+
+
+def replay_metrics_for_summary(wildcards):
+    """The replay's metrics for the summary page, where the run replays (replay.in_all)."""
+    if config["replay"]["in_all"]:
+        return [f"results/{wildcards.domain}/replay/metrics.json"]
+    return []
 
 
 # ---- generate ----------------------------------------------------------------------------------
@@ -208,17 +235,16 @@ EVAL_PLOTS = [
 ]
 
 
-def evaluation_external():
-    """name -> path of each labelled pair file (evaluate.external), paths as the workflow resolves them."""
-    return {
-        name: project_path(path)
-        for name, path in sorted(config["evaluate"]["external"].items())
-    }
+def evaluation_external(domain):
+    """name -> path of each labelled pair file (evaluate.external and the domain's own sets), paths
+    as the workflow resolves them."""
+    sets = {**config["evaluate"]["external"], **config["domains"][domain]["external"]}
+    return {name: project_path(path) for name, path in sorted(sets.items())}
 
 
-def evaluation_external_files():
+def evaluation_external_files(wildcards):
     # local(): read from the project even when outputs live in remote storage.
-    return [local(path) for path in evaluation_external().values()]
+    return [local(path) for path in evaluation_external(wildcards.domain).values()]
 
 
 def split_val_settings(wildcards):
@@ -226,7 +252,9 @@ def split_val_settings(wildcards):
 
 
 def evaluate_settings(wildcards):
-    return step_settings.evaluate(config, wildcards.domain, evaluation_external())
+    return step_settings.evaluate(
+        config, wildcards.domain, evaluation_external(wildcards.domain)
+    )
 
 
 def report_settings(wildcards):

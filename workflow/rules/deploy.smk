@@ -31,6 +31,7 @@ rule replay_cache:
         test_triplets="results/{domain}/triplets/test.jsonl",
         train_triplets="results/{domain}/triplets/train.jsonl",
         queries=expand("results/{{domain}}/splits/{split}.jsonl", split=SPLITS),
+        test_queries="results/{domain}/splits/test.jsonl",
         metrics="results/{domain}/eval/metrics.json",
         deploy="models/{domain}/deploy",
         base_model=base_model_dir(),
@@ -58,7 +59,7 @@ rule replay_cache:
     shell:
         "HF_HUB_OFFLINE=1 python {input.script:q} --test-triplets {input.test_triplets:q}"
         " --train-triplets {input.train_triplets:q} --queries {input.queries:q}"
-        " --test-queries results/{wildcards.domain}/splits/test.jsonl"
+        " --test-queries {input.test_queries:q}"
         " --base-model {input.base_model:q} --adapter-model {input.deploy:q}/model"
         " --eval-metrics {input.metrics:q} --output-json {output.metrics:q}"
         " --output-md {output.markdown:q} --plot {output.plot:q} --domain {wildcards.domain}"

@@ -38,11 +38,14 @@ rule evaluate_adapter:
         queries="results/{domain}/splits/test.jsonl",
         calibration_triplets="results/{domain}/triplets/val_calibrate.jsonl",
         calibration_queries="results/{domain}/splits/val.jsonl",
-        # Questions of other focus groups that pad the calibration cache to the test cache's size.
-        calibration_distractors="results/{domain}/splits/train.jsonl",
+        # Questions of other focus groups that pad the calibration and test caches to each cache size.
+        calibration_padding="results/{domain}/splits/train.jsonl",
+        test_padding=expand(
+            "results/{{domain}}/splits/{split}.jsonl", split=("train", "val")
+        ),
         adapter="models/{domain}/adapter",
         base_model=base_model_dir(),
-        external=evaluation_external_files(),
+        external=evaluation_external_files,
     output:
         metrics="results/{domain}/eval/metrics.json",
         markdown="results/{domain}/eval/metrics.md",
@@ -69,10 +72,12 @@ rule evaluate_adapter:
         " --output-json {output.metrics:q} --output-md {output.markdown:q}"
         " --plots-dir {params.plots_dir:q} --calibration-triplets {input.calibration_triplets:q}"
         " --calibration-queries {input.calibration_queries:q}"
-        " --calibration-distractors {input.calibration_distractors:q} {params.settings} > {log:q} 2>&1"
+        " --calibration-padding {input.calibration_padding:q} --test-padding {input.test_padding:q}"
+        " {params.settings} > {log:q} 2>&1"
 
 
-# Each other seed's adapter evaluated like the deployed one (no bootstrap: the seeds give the spread).
+# Each other seed's adapter evaluated like the deployed one (no bootstrap: the seeds give the
+# spread; an empty plots folder: no plots, the report shows the deployed adapter's).
 use rule evaluate_adapter as evaluate_adapter_seed with:
     input:
         script=step_script("evaluate_adapter.py"),
@@ -81,10 +86,13 @@ use rule evaluate_adapter as evaluate_adapter_seed with:
         queries="results/{domain}/splits/test.jsonl",
         calibration_triplets="results/{domain}/triplets/val_calibrate.jsonl",
         calibration_queries="results/{domain}/splits/val.jsonl",
-        calibration_distractors="results/{domain}/splits/train.jsonl",
+        calibration_padding="results/{domain}/splits/train.jsonl",
+        test_padding=expand(
+            "results/{{domain}}/splits/{split}.jsonl", split=("train", "val")
+        ),
         adapter="models/{domain}/seeds/{seed}/adapter",
         base_model=base_model_dir(),
-        external=evaluation_external_files(),
+        external=evaluation_external_files,
     output:
         metrics="results/{domain}/seeds/{seed}/metrics.json",
         markdown="results/{domain}/seeds/{seed}/metrics.md",
@@ -93,7 +101,7 @@ use rule evaluate_adapter as evaluate_adapter_seed with:
     benchmark:
         "benchmarks/{domain}/seeds/{seed}/evaluate_adapter.tsv"
     params:
-        plots_dir="results/{domain}/seeds/{seed}/plots",
+        plots_dir="",
         settings=settings_param(evaluate_seed_settings),
 
 
@@ -166,3 +174,34 @@ rule report:
         " --effective-config-json {params.step_settings:q}"
         " --write-effective-config {output.effective_config:q} --output {output.html:q}"
         " > {log:q} 2>&1"
+
+
+# The run's answer in one page (results/<domain>/summary.md), from the figures the run wrote.
+rule summary:
+    input:
+        script=step_script("write_summary.py"),
+        library=step_library("write_summary.py"),
+        metrics="results/{domain}/eval/metrics.json",
+        effective_config="results/{domain}/eval/effective_config.json",
+        replay=replay_metrics_for_summary,
+    output:
+        markdown="results/{domain}/summary.md",
+        figures="results/{domain}/summary.json",
+    log:
+        "logs/{domain}/summary.log",
+    benchmark:
+        "benchmarks/{domain}/summary.tsv"
+    conda:
+        "../../envs/deploy.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        replay=lambda wildcards, input: (
+            f"--replay-metrics {input.replay[0]}" if input.replay else ""
+        ),
+    shell:
+        "python {input.script:q} --domain {wildcards.domain} --metrics {input.metrics:q}"
+        " --effective-config {input.effective_config:q} {params.replay}"
+        " --output-md {output.markdown:q} --output-json {output.figures:q} > {log:q} 2>&1"

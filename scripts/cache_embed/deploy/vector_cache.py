@@ -139,22 +139,3 @@ def open_client(uri: str):
     from pymilvus import MilvusClient
 
     return MilvusClient(uri)
-
-
-def exact_nearest(
-    queries: np.ndarray, entries: np.ndarray, limit: int = 1, chunk: int = 512
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-`limit` by cosine (rows are L2-normalised) with numpy: (entry rows, similarities)."""
-    queries = np.asarray(queries, dtype=np.float32)
-    entries = np.asarray(entries, dtype=np.float32)
-    limit = min(limit, len(entries))
-    ids = np.empty((len(queries), limit), dtype=np.int64)
-    scores = np.empty((len(queries), limit), dtype=np.float64)
-    for begin in range(0, len(queries), chunk):
-        sims = queries[begin : begin + chunk] @ entries.T
-        top = np.argpartition(-sims, limit - 1, axis=1)[:, :limit]
-        top_scores = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        ids[begin : begin + chunk] = np.take_along_axis(top, order, axis=1)
-        scores[begin : begin + chunk] = np.take_along_axis(top_scores, order, axis=1)
-    return ids, scores

@@ -9,7 +9,7 @@ import numpy as np
 
 from cache_embed.common.cli import PipelineError
 from cache_embed.common.files import read_jsonl_numbered
-from cache_embed.common.text import comparison_key, stable_id
+from cache_embed.common.text import comparison_key
 from cache_embed.data.focus_groups import group_of_record
 from cache_embed.data.triplets import read_triplets
 
@@ -56,14 +56,13 @@ def _check_pair(row: dict, path, line) -> tuple[str, str, int]:
     return texts[0], texts[1], _parse_label(row["label"], path, line)
 
 
-def load_external_pairs(path: str | Path) -> list[tuple[str, str, int]]:
-    """Labelled question pairs from CSV (header question_1,question_2,label) or JSONL (one object
-    per line with those keys). label: 1 same intent (must hit), 0 different intent (must miss)."""
+def _read_pair_rows(path: str | Path) -> list[tuple[tuple[str, str, int], dict]]:
+    """(pair, row) for each labelled pair of a CSV, TSV or JSONL file; checks the rows and the labels."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: external pair file not found; fix evaluate.external in the config")
     suffix = path.suffix.casefold()
-    pairs = []
+    rows = []
     if suffix in (".csv", ".tsv"):
         with path.open("r", encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
@@ -78,19 +77,43 @@ def load_external_pairs(path: str | Path) -> list[tuple[str, str, int]]:
             for row in reader:
                 if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
                     continue
-                pairs.append(_check_pair(row, path, reader.line_num))
+                rows.append((_check_pair(row, path, reader.line_num), row))
     elif suffix in (".jsonl", ".ndjson", ".json"):
         for line_number, row in read_jsonl_numbered(path):
-            pairs.append(_check_pair(row, path, line_number))
+            rows.append((_check_pair(row, path, line_number), row))
     else:
         raise PipelineError(f"{path}: unknown external pair format '{path.suffix}'; use .csv, .tsv or .jsonl")
-    labels = {label for _, _, label in pairs}
+    labels = {label for (_, _, label), _ in rows}
     if labels != {0, 1}:
         raise PipelineError(
-            f"{path}: needs at least one pair labelled 1 and one labelled 0 (found {len(pairs)} pairs,"
+            f"{path}: needs at least one pair labelled 1 and one labelled 0 (found {len(rows)} pairs,"
             f" labels {sorted(labels)})"
         )
-    return pairs
+    return rows
+
+
+def load_external_pairs(path: str | Path) -> list[tuple[str, str, int]]:
+    """Labelled question pairs from CSV (header question_1,question_2,label) or JSONL (one object
+    per line with those keys). label: 1 same intent (must hit), 0 different intent (must miss)."""
+    return [pair for pair, _ in _read_pair_rows(path)]
+
+
+def load_external_set(path: str | Path) -> dict:
+    """A labelled pair set with its optional annotations: {pairs, kinds, sources}. `kind` (how the
+    pair was made) gives per-kind figures; `source_id` (the record a pair was written from) makes the
+    intervals resample sources, as pairs written from one question are not independent. A column
+    present on some rows only is an error that names the first row without it."""
+    rows = _read_pair_rows(path)
+    out = {"pairs": [pair for pair, _ in rows]}
+    for column, key in (("kind", "kinds"), ("source_id", "sources")):
+        values = [str(row[column]).strip() if row.get(column) not in (None, "") else None for _, row in rows]
+        present = [value is not None for value in values]
+        if any(present) and not all(present):
+            raise PipelineError(
+                f"{path}: pair {present.index(False) + 1} has no {column!r} while others do; give every pair one"
+            )
+        out[key] = values if all(present) else None
+    return out
 
 
 def calibration_subset(triplets: list[dict], limit: int, seed: int, records: list[dict] | None = None) -> list[dict]:
@@ -98,7 +121,10 @@ def calibration_subset(triplets: list[dict], limit: int, seed: int, records: lis
     (every triplet whose anchor is in a chosen group; with no `records`, whole anchors). The test
     cache holds every question of a group, and a group's questions are each other's likeliest wrong
     answers: a subset that cached only some of them would have fewer wrong answers than test at
-    every threshold and choose a threshold too low for test."""
+    every threshold and choose a threshold too low for test.
+
+    Groups are taken in a seeded order until the next one does not fit: skipping a group that does
+    not fit and going on would leave out the large groups more often than the small ones."""
     if limit <= 0 or len(triplets) <= limit:
         return list(triplets)
     group_of = group_of_record(records) if records else {}
@@ -111,7 +137,7 @@ def calibration_subset(triplets: list[dict], limit: int, seed: int, records: lis
     rows: list[int] = []
     for unit in units:
         if len(rows) + len(by_unit[unit]) > limit:
-            continue
+            break
         rows += by_unit[unit]
     return [triplets[row] for row in sorted(rows)]
 
@@ -129,30 +155,6 @@ def load_query_records(path: str | Path | None) -> list[dict] | None:
             raise PipelineError(f"{path}:{line}: query record without an id; regenerate the split")
         records.append(record)
     return records
-
-
-def calibration_distractors(path: str | Path | None, count: int, seed: int, exclude: set[str]) -> list[str]:
-    """`count` questions of the split at `path` (the train split: other focus groups than val and
-    test), a seeded choice, none whose text is in `exclude` (comparison keys): cached beside the
-    calibration anchors so that the threshold is chosen on a cache as large as the test cache, where
-    a repeat has as many wrong neighbours to land on."""
-    if not path or count <= 0:
-        return []
-    records = load_query_records(path)
-    chosen, seen = [], set(exclude)
-    for record in sorted(records, key=lambda r: stable_id("d", str(seed), r["id"])):
-        key = comparison_key(record.get("query") or "")
-        if key and key not in seen:
-            seen.add(key)
-            chosen.append(record["query"])
-            if len(chosen) == count:
-                break
-    if len(chosen) < count:
-        raise PipelineError(
-            f"{path}: only {len(chosen)} questions to pad the calibration cache with, {count} needed;"
-            " pass a larger split as --calibration-distractors"
-        )
-    return chosen
 
 
 def check_triplets_match_records(triplets: list[dict], records: list[dict], path) -> None:

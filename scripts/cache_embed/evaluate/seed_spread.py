@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import statistics
 
-# figure -> where it is in metrics.json under the model's name
+# figure -> where it is in metrics.json under the model's name (-1: the largest evaluated cache size)
 HEADLINE = {
-    "deploy_threshold": ("recommended_threshold", "{model}", "threshold"),
-    "repeat_hit_rate": ("recommended_threshold", "{model}", "test", "repeat_hit_rate"),
-    "wrong_share": ("recommended_threshold", "{model}", "test", "wrong_share"),
+    "deploy_threshold": ("recommended_threshold", "sizes", -1, "{model}", "threshold"),
+    "repeat_hit_rate": ("recommended_threshold", "sizes", -1, "{model}", "test", "repeat_hit_rate"),
+    "wrong_share": ("recommended_threshold", "sizes", -1, "{model}", "test", "wrong_share"),
     "p_chr_auc": ("test", "{model}", "cache", "p_chr", "auc"),
     "rank1_correct": ("test", "{model}", "cache", "rank1_correct"),
     "roc_auc": ("test", "{model}", "roc_auc"),
@@ -38,7 +38,10 @@ def headline(metrics: dict, model: str) -> dict:
     for figure, path in HEADLINE.items():
         value = metrics
         for key in path:
-            value = value.get(key.format(model=model)) if isinstance(value, dict) else None
+            if isinstance(key, int):
+                value = value[key] if isinstance(value, list) and value else None
+            else:
+                value = value.get(key.format(model=model)) if isinstance(value, dict) else None
         out[figure] = value
     return out
 

@@ -40,6 +40,7 @@ import numpy as np
 from scipy.stats import beta, norm
 from scipy.stats import t as student_t
 
+from cache_embed.common.nearest import exact_nearest
 from cache_embed.common.text import comparison_key
 from cache_embed.data.equivalence import EquivalenceIndex
 
@@ -51,10 +52,14 @@ __all__ = [
     "build_plan",
     "cached_entry_count",
     "cache_block",
-    "choose_threshold",
     "operating_point",
     "simulate",
 ]
+
+
+# Bootstrap resamples without a repeat or a novel lookup are skipped and counted; past this share of
+# them the interval would describe another sample than the one measured, and the step fails.
+MAX_SKIPPED_RESAMPLES = 0.01
 
 
 @dataclass
@@ -196,31 +201,16 @@ def build_plan(triplets: list[dict], index: EquivalenceIndex | None = None, dist
     )
 
 
-def simulate(plan: CachePlan, embed, chunk: int = 2048) -> Lookups:
+def simulate(plan: CachePlan, embed, chunk: int = 512) -> Lookups:
     """Nearest entries for one model. `embed(texts)` returns their L2-normalised rows."""
     entries = np.asarray(embed(plan.entry_text), dtype=np.float32)
-
-    def nearest(texts, excluded=None):
-        queries = np.asarray(embed(texts), dtype=np.float32)
-        best_index = np.zeros(len(texts), dtype=np.int64)
-        best_score = np.full(len(texts), -np.inf)
-        for start in range(0, len(texts), chunk):
-            similarity = (queries[start : start + chunk] @ entries.T).astype(np.float64)
-            if excluded is not None:
-                for offset, columns in enumerate(excluded[start : start + chunk]):
-                    if columns.size:
-                        similarity[offset, columns] = -np.inf
-            if similarity.shape[1]:
-                best_index[start : start + chunk] = similarity.argmax(axis=1)
-                best_score[start : start + chunk] = similarity.max(axis=1)
-        return best_index, np.clip(best_score, -1.0, 1.0)
-
-    repeat_index, repeat_score = nearest(plan.repeat_text)
-    _, novel_score = nearest(plan.novel_text, plan.novel_excluded)
-    # A novel question with every entry left out is never served.
-    novel_score = np.where(np.isfinite(novel_score), novel_score, -np.inf)
+    repeat_index, repeat_score = exact_nearest(embed(plan.repeat_text), entries, chunk=chunk)
+    # A novel question with every entry left out is never served (similarity -inf).
+    _, novel_score = exact_nearest(embed(plan.novel_text), entries, excluded=plan.novel_excluded, chunk=chunk)
+    repeat_index, repeat_score = repeat_index[:, 0], np.clip(repeat_score[:, 0], -1.0, 1.0)
+    novel_score = np.where(np.isfinite(novel_score[:, 0]), np.clip(novel_score[:, 0], -1.0, 1.0), -np.inf)
     correct = np.array(
-        [int(i) in accept for i, accept in zip(repeat_index, plan.repeat_accept, strict=False)], dtype=bool
+        [int(i) in accept for i, accept in zip(repeat_index, plan.repeat_accept, strict=True)], dtype=bool
     )
     return Lookups(repeat_score, correct, repeat_index == plan.repeat_own, novel_score)
 
@@ -376,25 +366,6 @@ def _design_effective_size(group_ids, weights, wrong, last, sweep: Sweep, level:
     return size * (norm.ppf(level) / student_t.ppf(level, n_groups - 1)) ** 2
 
 
-def choose_threshold(sweep: Sweep, max_wrong_share: float) -> dict:
-    """The lowest threshold whose upper bound on the wrong share is <= max_wrong_share; when none
-    is, the threshold whose bound comes closest (bound_met False)."""
-    if not sweep.thresholds.size:
-        return {"threshold": None, "bound_met": False, "wrong_share_upper": None}
-    passing = np.flatnonzero(sweep.wrong_share_upper <= max_wrong_share + 1e-12)
-    if passing.size:
-        k, met = int(passing[-1]), True
-    else:
-        best = sweep.wrong_share_upper.min()
-        k, met = int(np.flatnonzero(sweep.wrong_share_upper <= best + 1e-12)[-1]), False
-    threshold = float(sweep.thresholds[k])
-    return {
-        "threshold": threshold,
-        "bound_met": met,
-        **{key: value for key, value in sweep.at(threshold).items() if key != "threshold"},
-    }
-
-
 def operating_point(
     lookups: Lookups, threshold: float, repeat_share: float, repeat_weights=None, novel_weights=None
 ) -> dict:
@@ -453,7 +424,10 @@ def rank1_by_kind(plan: CachePlan, lookups: Lookups) -> dict:
     answer, for each kind of repeat the generator made (reworded, synonym, ...)."""
     kinds = np.array(plan.repeat_kind, dtype=object)
     if kinds.size != lookups.repeat_correct.size:
-        return {}
+        raise ValueError(
+            f"the plan names the kind of {kinds.size} repeats but {lookups.repeat_correct.size} were looked up;"
+            " the lookups come from another plan"
+        )
     return {
         kind: {
             "repeats": int(np.sum(kinds == kind)),
@@ -499,16 +473,23 @@ def bootstrap_operating_points(
     iterator = range(resamples)
     if progress is not None:
         iterator = progress(iterator)
+    skipped = 0
     for _ in iterator:
         weights = group_weights(np.arange(n_groups), n_groups, rng)
         rep_w, nov_w = weights[rep_ids], weights[nov_ids]
         if rep_w.sum() <= 0 or nov_w.sum() <= 0:
+            skipped += 1  # a resample that drew no repeat or no novel lookup has no wrong share
             continue
         result = measure(rep_w, nov_w)
         for name in names:
             for figure in samples[name]:
                 samples[name][figure].append(result[name][figure])
-    out = {"unit": "group", "groups": n_groups, "resamples": resamples, "level": level}
+    if resamples and skipped > resamples * MAX_SKIPPED_RESAMPLES:
+        raise ValueError(
+            f"{skipped} of {resamples} bootstrap resamples drew no repeat or no novel lookup: too few focus groups"
+            " with both for an interval; evaluate on more triplets"
+        )
+    out = {"unit": "group", "groups": n_groups, "resamples": resamples, "skipped_resamples": skipped, "level": level}
     for name in names:
         out[name] = {}
         for figure, values in samples[name].items():

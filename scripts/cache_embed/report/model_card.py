@@ -39,38 +39,44 @@ def _evaluation_section(metrics: dict | None) -> str:
         )
     rec = metrics["recommended_threshold"]
     test = metrics["test"]
-    lines = [rec.get("verdict", ""), ""]
+    lines = [block["verdict"] for block in reversed(rec["sizes"])] + [""]
     lines += [
-        "| model | deploy threshold | bound met on validation | test wrong share [95% CI] |"
-        " test repeat hit rate [95% CI] | bound held on test |",
+        "| cache size | model | deploy threshold | test wrong share [95% CI] | reading |"
+        " test repeats answered [95% CI] |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("adapter", "base"):
-        entry = rec.get(name)
-        if not entry:
-            lines.append(f"| {name} | none | | | | |")
-            continue
-        t = entry["test"]
-        lines.append(
-            f"| {name} | {fmt(entry['threshold'], 4)} | {'yes' if entry['bound_met_on_val'] else 'no'}"
-            f" | {pct(t['wrong_share'])} {interval(t['wrong_share_ci']['low'], t['wrong_share_ci']['high'], pct)}"
-            f" | {pct(t['repeat_hit_rate'])}"
-            f" {interval(t['repeat_hit_rate_ci']['low'], t['repeat_hit_rate_ci']['high'], pct)}"
-            f" | {'yes' if t['bound_held'] else 'no'} |"
-        )
+    for size in reversed(rec["sizes"]):
+        for name in ("adapter", "base"):
+            entry = size.get(name)
+            if not entry:
+                lines.append(f"| {size['label']} | {name} | n/a | | | |")
+                continue
+            t = entry["test"]
+            threshold = fmt(entry["threshold"], 4) if entry["threshold"] is not None else "none keeps the bound"
+            lines.append(
+                f"| {size['label']} | {name} | {threshold}"
+                f" | {pct(t['wrong_share'])} {interval(t['wrong_share_cp']['low'], t['wrong_share_cp']['high'], pct)}"
+                f" | {t['reading'] or 'n/a'}"
+                f" | {pct(t['repeat_hit_rate'])}"
+                f" {interval(t['repeat_hit_rate_ci']['low'], t['repeat_hit_rate_ci']['high'], pct)} |"
+            )
+    largest = rec["sizes"][-1]
     lines += [
         "",
-        f"**Deploy threshold:** `{fmt((rec.get('adapter') or {}).get('threshold'), 4)}` (cosine similarity, with the"
-        " adapter loaded). A threshold tuned for the base model does not carry over to the adapter.",
+        f"**Deploy threshold:** the one for the cache size you will run (cosine similarity, with the adapter"
+        f" loaded); for {largest['label']} cached questions it is"
+        f" `{fmt((largest.get('adapter') or {}).get('threshold'), 4)}`. A larger cache serves more wrong answers at"
+        " one threshold, and a threshold tuned for the base model does not carry over to the adapter.",
         "",
         f"How it was chosen: {rec['rule']} ({pct(rec['max_wrong_share'])}), on the calibration half of the"
-        f" validation split ({fmt(rec['calibration_triplets'])} triplets), for a traffic mix of"
-        f" {pct(rec['repeat_share'])} repeats (reworded questions already in the cache) and the rest novel"
-        f" questions. Measured on the held-out test split: a cache of {fmt(rec['test_cache']['cached_entries'])}"
-        f" questions, {fmt(rec['test_cache']['repeat_lookups'])} repeats and"
-        f" {fmt(rec['test_cache']['novel_lookups'])} novel questions; a served answer counts as correct when"
-        f" the cached question is the same question ({rec.get('equivalence')} equivalence). Intervals: paired"
-        f" bootstrap over {fmt((rec.get('bootstrap') or {}).get('groups'))} focus groups.",
+        f" validation split ({fmt(rec['calibration_triplets'])} triplets) padded to each size, for a traffic mix"
+        f" of {pct(rec['repeat_share'])} repeats (reworded questions already in the cache) and the rest novel"
+        f" questions. Measured on the held-out test split padded to the same size, with"
+        f" {fmt(largest['test_cache']['repeat_lookups'])} repeats and {fmt(largest['test_cache']['novel_lookups'])}"
+        f" novel questions; a served answer counts as correct when the cached question is the same question"
+        f" ({rec.get('equivalence')} equivalence). Reading of the test wrong share's 95% interval (Clopper-Pearson"
+        " over focus groups): held (within the budget), consistent (contains it), missed (above it)."
+        f" {rec['novel_traffic']}",
         "",
         "| test figure | base | adapter |",
         "|---|---|---|",

@@ -93,6 +93,8 @@ def _number_bounds(schema: dict) -> str:
 
 def describe_bounds(schema: dict) -> str:
     """The values a key accepts, in words."""
+    if "anyOf" in schema:
+        return " or ".join(describe_bounds(option) for option in schema["anyOf"])
     if "enum" in schema:
         return "one of " + ", ".join(format_value(item) for item in schema["enum"])
     kind = schema.get("type")

@@ -238,7 +238,9 @@ def evaluate(config: dict, domain: str, external: dict[str, str]) -> dict:
         "seed": settings_of["seed"],
         "batch-size": settings_of["batch_size"],
         "max-calibration-triplets": settings_of["max_calibration_triplets"],
+        "cache-sizes": [str(size) for size in settings_of["cache_sizes"]],
         "external": [f"{name}={path}" for name, path in sorted(external.items())],
+        **({"phrasing-guard": guard} if (guard := config["domains"][domain]["phrasing_guard"]) else {}),
     }
 
 
@@ -251,6 +253,8 @@ def deploy(config: dict, domain: str) -> dict:
     return {
         "domain": domain,
         "router-category": router_category(config, domain),
+        "cache-size": str(config["deploy"]["cache_size"]),
+        "allow-over-budget": config["deploy"]["allow_over_budget"],
         "hnsw-m": hnsw["M"],
         "hnsw-ef-construction": hnsw["ef_construction"],
         "hnsw-ef": hnsw["ef"],

@@ -21,7 +21,8 @@ import numpy as np
 
 from cache_embed.data.equivalence import EquivalenceIndex
 from cache_embed.evaluate.inputs import attach_groups
-from cache_embed.evaluate.simulation import Sweep, build_plan, choose_threshold, simulate
+from cache_embed.evaluate.simulation import Sweep, build_plan, simulate
+from cache_embed.evaluate.threshold import choose_threshold
 
 LOG = logging.getLogger("cache_evaluator")
 

@@ -7,9 +7,9 @@ budget on the val select half? Validation only: test is never read.
 --run is a project directory where the local profile has produced the splits and triplets
 (results/<domain>/splits/{train,val}.jsonl, results/<domain>/triplets/val_{calibrate,select}.jsonl).
 For the base model (L6) and each adapter, and for each way of choosing the threshold, the threshold
-is chosen on the calibrate half as evaluate_adapter chooses it (the lowest threshold whose one-sided
-95% upper bound on the wrong share is within the budget, the calibration cache padded with train
-questions to the size of the select half's cache) and the select half's cache figures are read at
+is chosen on the calibrate half as evaluate_adapter chooses it (the one threshold rule,
+cache_embed.evaluate.threshold; the calibration cache padded with train questions to the size of
+the select half's cache) and the select half's cache figures are read at
 it. The ways differ in:
 
 - the calibration triplets: a seeded subset of --subset triplets taking whole anchors, or whole
@@ -37,13 +37,14 @@ from cache_embed.common.files import write_json  # noqa: E402
 from cache_embed.common.text import comparison_key  # noqa: E402
 from cache_embed.data.equivalence import EquivalenceIndex  # noqa: E402
 from cache_embed.evaluate import simulation  # noqa: E402
+from cache_embed.evaluate.cache_sizes import padding_order  # noqa: E402
 from cache_embed.evaluate.inputs import (  # noqa: E402
     attach_groups,
-    calibration_distractors,
     calibration_subset,
     load_query_records,
     load_triplets,
 )
+from cache_embed.evaluate.threshold import choose_threshold  # noqa: E402
 
 BOUNDS = ("lookups", "focus_groups")
 
@@ -88,7 +89,8 @@ def plans(args) -> tuple[simulation.CachePlan, dict[str, simulation.CachePlan]]:
         rows, _ = attach_groups(rows, records)
         taken = {comparison_key(t[field]) for t in select + rows for field in ("anchor", "positive", "negative")}
         padding = target - simulation.cached_entry_count(rows)
-        distractors = calibration_distractors(results / "splits" / "train.jsonl", padding, args.distractor_seed, taken)
+        train = load_query_records(results / "splits" / "train.jsonl")
+        distractors = [record["query"] for record in padding_order(train, args.distractor_seed, taken)][:padding]
         out[name] = simulation.build_plan(rows, index, distractors)
         print(f"{name}: {len(rows)} triplets, cache {len(out[name].entry_text)} ({len(distractors)} padding)")
     return select_plan, out
@@ -121,16 +123,16 @@ def compare(args) -> list[dict]:
             lookups = simulation.simulate(plan, embed)
             for bound in BOUNDS:
                 groups = plan.lookup_groups if bound == "focus_groups" else None
-                chosen = simulation.choose_threshold(
+                chosen = choose_threshold(
                     simulation.Sweep(lookups, args.repeat_share, groups=groups), args.max_wrong_share
                 )
-                select = on_select.at(chosen["threshold"])
+                select = on_select.at(chosen["evaluated_at"])
                 rows.append(
                     {
                         "model": model_name,
                         "calibration": set_name,
                         "bound": bound,
-                        "threshold": chosen["threshold"],
+                        "threshold": chosen["evaluated_at"],
                         "bound_met": chosen["bound_met"],
                         "calibrate_wrong_share": chosen["wrong_share"],
                         "calibrate_wrong_share_upper": chosen["wrong_share_upper"],

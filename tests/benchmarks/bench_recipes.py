@@ -89,6 +89,17 @@ CANDIDATES = {
         **lora(32, ALL_LAYERS, mined=3),
     },
     "r32_all_lookup_mined3": {"directions": LOOKUP, **lora(32, ALL_LAYERS, mined=3)},
+    # Levers that keep more of the base's general knowledge (issue 21: natural phrasing).
+    "r8_qv_mined1": lora(8, QUERY_VALUE, mined=1),
+    "r8_all_mined3": lora(8, ALL_LAYERS, mined=3),
+    "r32_all_mined3_dropout0.3": {
+        **lora(32, ALL_LAYERS, mined=3),
+        "lora": {**lora(32, ALL_LAYERS)["lora"], "dropout": 0.3},
+    },
+    "r32_all_mined3_gist": {"loss": "gist", **lora(32, ALL_LAYERS, mined=3)},
+    "r32_all_mined1_lr1e-4": {"learning_rate": 1.0e-4, **lora(32, ALL_LAYERS, mined=1)},
+    # The recipe before the search: r 8 on query and value, structure negatives, 16,000 triplets.
+    "r8_qv_16k": {"max_examples": 16000, **lora(8, QUERY_VALUE)},
     "r32_all_contrastive": {"contrastive": {"steps": 50}, **lora(32, ALL_LAYERS)},
     "r32_all_mined3_contrastive": {"contrastive": {"steps": 50}, **lora(32, ALL_LAYERS, mined=3)},
 }

@@ -186,7 +186,8 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
     if not metrics_path.exists():
         scored.mkdir(exist_ok=True)
         scored_file = score_subset(run_dir, domain, Path(args.work).resolve(), args.scored_triplets, args.subset_seed)
-        evaluate_config = _merge(local_overrides(), {"evaluate": {"bootstrap": 0}})
+        # A small bootstrap: the natural pairs' intervals over source questions are part of the ranking.
+        evaluate_config = _merge(local_overrides(), {"evaluate": {"bootstrap": 200}})
         run(
             [
                 sys.executable,

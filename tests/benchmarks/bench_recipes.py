@@ -176,6 +176,8 @@ def train_and_score(name: str, overrides: dict, seed: int, args, base_model: str
                 str(out / "checkpoints"),
                 "--threads",
                 str(args.threads),
+                # Kept: the mined rows say which train questions training used (bench_padding.py).
+                "--keep-checkpoints",
                 *step_argv("train", domain, **config),
             ],
             out / "train.log",

@@ -1,1 +1,5 @@
-"""MedQuAD and query records: the archive, focus groups, the same question (equivalence), triplet files."""
+"""MedQuAD and query records.
+
+medquad_archive (the pinned archive and its content digest), focus_groups (records that may be
+about the same entity), equivalence ("the same question"), triplets (the one triplet-file reader).
+"""

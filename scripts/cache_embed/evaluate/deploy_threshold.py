@@ -104,7 +104,9 @@ def size_block(
     }
     for name in MODELS:
         block[name] = model_block(choices[name], test_sweeps[name], cache_ci.get(name) or {}, max_wrong_share, level)
-    block["delta"] = dict(cache_ci.get("delta") or {})
+    # Adapter minus base only where both keep the bound: a closest threshold is no deploy threshold.
+    both = all((block[name] or {}).get("threshold") is not None for name in MODELS)
+    block["delta"] = dict(cache_ci.get("delta") or {}) if both else {}
     block["bootstrap"] = {
         key: cache_ci[key] for key in ("unit", "groups", "resamples", "skipped_resamples", "level") if key in cache_ci
     }

@@ -8,6 +8,7 @@ Snakemake's dry run which jobs a change would rerun.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -48,9 +49,17 @@ def planned_jobs(result) -> dict[str, int]:
     return jobs
 
 
+# What a rerun test may edit: copied; everything else (outputs, models, metadata) is hard-linked,
+# as a dry run only reads it, which keeps two dozen copies of a finished run cheap.
+EDITED_PARTS = ("workflow", "config", "scripts")
+
+
 def copy_run(finished_run: Path, tmp_path: Path) -> Path:
     destination = tmp_path / "project"
-    shutil.copytree(finished_run, destination, symlinks=True)
+    shutil.copytree(finished_run, destination, symlinks=True, copy_function=os.link)
+    for part in EDITED_PARTS:
+        shutil.rmtree(destination / part)
+        shutil.copytree(finished_run / part, destination / part, symlinks=True)
     return destination
 
 

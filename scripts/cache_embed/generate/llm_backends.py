@@ -423,7 +423,7 @@ def _progress(total: int, desc: str) -> tqdm:
 # valid JSON), and cannot compile the same bound as a `pattern` above about 128 characters.
 # disable_any_whitespace: no free whitespace between JSON tokens, so a model cannot pad an answer
 # with whitespace until max_tokens. Both are engine-wide settings in vLLM 0.32 (per-request values
-# are ignored); for `vllm serve`, pass the same as --structured-outputs-config (see README).
+# are ignored); for `vllm serve`, pass the same as --structured-outputs-config.
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "guidance", "disable_any_whitespace": True}
 
 

@@ -10,26 +10,38 @@ from cache_embed.common.cli import PipelineError
 from cache_embed.common.text import comparison_key
 from cache_embed.evaluate import simulation
 from cache_embed.evaluate.cache_sizes import find_size, padding_order, resolve_sizes
-from cache_embed.evaluate.threshold import choose_threshold, first_passing_run, reading
+from cache_embed.evaluate.threshold import choose_threshold, decidable_size, deploy_index, reading
 
-P, F = True, False
+N = [10, 70, 80, 90, 100, 110, 120, 130]  # effective served answers above each threshold: 59 decide a 5% bound
 
 
 @pytest.mark.parametrize(
-    ("passes", "expected"),
+    ("wrong", "upper", "expected"),
     [
-        # Thresholds from the highest down: failing for want of evidence, then a run, then a failure:
-        # the run's lowest threshold, never the passing one below the failure.
-        ([F, F, P, P, P, F, P, P], 4),
-        ([P, F, P, P], 0),
-        ([F, F, F, F], None),  # none passes: none, not the top of the grid
-        ([], None),
-        ([P, P, P, P], 3),  # all pass: the lowest
-        ([F, F, P], 2),
+        # Thresholds from the highest down. Undecidable at the top (10 served), then passing, then a
+        # measured excess at index 5: the lowest passing threshold above it, never the passing one below.
+        ([0.0, 0.0, 0.01, 0.02, 0.03, 0.06, 0.04, 0.03], [0.3, 0.04, 0.045, 0.048, 0.049, 0.09, 0.049, 0.045], 4),
+        # Over the budget in the bound only (one wrong answer early): the scan goes on.
+        ([0.0, 0.014, 0.012, 0.011, 0.01, 0.009, 0.008, 0.008], [0.3, 0.07, 0.06, 0.055, 0.049, 0.045, 0.04, 0.04], 7),
+        # A measured excess right where the bound becomes decidable: none, not the top of the grid.
+        ([0.0, 0.07, 0.02, 0.01, 0.0, 0.0, 0.0, 0.0], [0.3, 0.15, 0.04, 0.03, 0.02, 0.02, 0.02, 0.02], None),
+        # No threshold keeps the bound: none.
+        ([0.04] * 8, [0.3, 0.09, 0.08, 0.07, 0.07, 0.06, 0.06, 0.06], None),
+        # Every decidable threshold passes: the lowest.
+        ([0.0] * 8, [0.3, 0.04, 0.03, 0.03, 0.02, 0.02, 0.02, 0.02], 7),
     ],
 )
-def test_first_passing_run_on_hand_built_curves(passes, expected):
-    assert first_passing_run(passes) == expected
+def test_deploy_index_on_hand_built_curves(wrong, upper, expected):
+    assert deploy_index(wrong, upper, N, 0.05) == expected
+
+
+def test_decidable_size_is_where_zero_wrong_meets_the_bound():
+    from cache_embed.evaluate.intervals import clopper_pearson
+
+    size = decidable_size(0.05)
+    assert 58 < size < 59
+    assert clopper_pearson(0, 59, 0.95, "upper")[1] <= 0.05 < clopper_pearson(0, 58, 0.95, "upper")[1]
+    assert deploy_index([0.0] * 3, [0.049] * 3, [10, 20, 58], 0.05) is None  # nothing decidable
 
 
 def _lookups(repeat_scores, repeat_correct, novel_scores):
@@ -39,24 +51,34 @@ def _lookups(repeat_scores, repeat_correct, novel_scores):
     )
 
 
-def test_choose_threshold_stops_at_the_first_failure_of_a_non_monotone_curve():
-    """2,000 correct repeats from 0.999 down to 0.30; 40 novel questions at 0.80 (a burst of wrong
-    answers that breaks the bound), the rest far below. Further down, more correct repeats dilute
-    the burst until the bound passes again: a rule taking the lowest passing threshold would go
-    there; the one rule stops above the burst."""
+def test_choose_threshold_stops_at_a_measured_excess_of_a_non_monotone_curve():
+    """2,000 correct repeats from 0.999 down to 0.30; 40 novel questions at 0.80 (a burst whose
+    measured wrong share is over the budget), the rest far below. Further down, more correct repeats
+    dilute the burst until the bound passes again: a rule taking the lowest passing threshold would
+    go there; the one rule stops above the burst."""
     repeat_scores = np.linspace(0.999, 0.30, 2000)
     novel_scores = np.concatenate((np.full(40, 0.80), np.full(1960, 0.1)))
     sweep = simulation.Sweep(_lookups(repeat_scores, np.ones(2000, bool), novel_scores), repeat_share=0.5)
     budget = 0.06
-    passes = sweep.wrong_share_upper <= budget
-    first = int(np.flatnonzero(passes)[0])
-    failure = first + int(np.flatnonzero(~passes[first:])[0])
-    later_pass = failure + int(np.flatnonzero(passes[failure:])[0])  # the curve passes again lower down
-    assert sweep.thresholds[later_pass] < 0.8 < sweep.thresholds[failure - 1]
+    burst = int(np.flatnonzero(sweep.thresholds <= 0.80)[0])
+    assert sweep.wrong_share[burst] > budget  # measured over the budget at the burst
+    later_pass = burst + int(np.flatnonzero(sweep.wrong_share_upper[burst:] <= budget)[0])
+    assert sweep.thresholds[later_pass] < 0.8  # the curve keeps the bound again lower down
     choice = choose_threshold(sweep, budget)
-    assert choice["bound_met"] and choice["threshold"] == sweep.thresholds[failure - 1]
-    assert choice["threshold"] > 0.80
-    assert all(sweep.at(t)["wrong_share_upper"] <= budget for t in sweep.thresholds[first:failure])
+    assert choice["bound_met"] and choice["threshold"] == sweep.thresholds[burst - 1] > 0.80
+
+
+def test_one_early_wrong_answer_does_not_end_the_scan():
+    """The first 100 answers served hold one wrong one (its upper bound over 5% for a while); the
+    measured share stays far under the budget, so the scan goes on to where the bound holds lowest."""
+    repeat_scores = np.linspace(0.999, 0.5, 2000)
+    correct = np.ones(2000, bool)
+    correct[60] = False
+    sweep = simulation.Sweep(_lookups(repeat_scores, correct, np.full(2000, -0.5)), repeat_share=0.5)
+    after_it = (sweep.thresholds < repeat_scores[60]) & (sweep.thresholds > 0.9)
+    assert np.any(sweep.wrong_share_upper[after_it] > 0.05)  # the bound fails for a while after it
+    choice = choose_threshold(sweep, 0.05)
+    assert choice["bound_met"] and choice["threshold"] == pytest.approx(0.5)
 
 
 def test_choose_threshold_none_passing_and_all_passing():

@@ -1,22 +1,28 @@
 """The one threshold rule, and how a test reading is worded.
 
-Every place that picks a threshold under a wrong-share budget calls `first_passing_run` (through
-`choose_threshold` for a Sweep): the deploy threshold of the evaluation, the training-time
-checkpoint evaluator, the replay's descriptive threshold and the benchmarks.
+Every place that picks a threshold under a wrong-share budget calls `deploy_index` (through
+`choose_threshold` for a Sweep): the evaluation's deploy threshold, the training-time checkpoint
+evaluator, the replay's descriptive threshold and the benchmarks.
 
-The rule. Scan the thresholds from the highest down. Near the top, few answers are served and the
-bound fails for want of evidence (with n served answers and none wrong, the 95% upper bound is
-1 - 0.05^(1/n): 59 are needed before it reaches 5%). The first threshold whose bound is within the
-budget starts the run; the scan goes on down while every threshold keeps the bound, and the deploy
-threshold is the last one before the first that does not. A passing threshold below a failing one
-is never taken: where the curve wanders across the budget, a lower crossing is luck of the sample.
-When no threshold keeps the bound, the answer is "none", never the top of a grid.
+The rule. Scan the thresholds from the highest down, each with the served answers above it.
+- The scan starts where the bound can first be decided: the effective number of served answers
+  reaches the count at which none wrong would keep the bound (log(1 - level) / log(1 - budget):
+  59 for 5% at 95%). Above that, a 95% upper bound exceeds the budget whatever is served.
+- It stops at the first threshold whose measured wrong share is over the budget: a passing
+  threshold below a measured excess is never taken, as where the curve wanders across the budget
+  a lower crossing is luck of the sample.
+- The deploy threshold is the lowest threshold before the stop whose one-sided 95% upper bound is
+  within the budget. When there is none, the answer is "none", never the top of a grid.
+A threshold whose upper bound is over the budget but whose measured share is not does not stop
+the scan: near the top, one wrong answer among the first hundred served keeps the bound over 5%
+(docs/decisions.md, D17, measured a scan stopped that way at 0.989, serving 1% of repeats, on a
+curve that kept the bound again from 161 served answers down to 0.887).
 
 The bound is pointwise: at the chosen threshold, the one-sided 95% upper confidence bound on the
 wrong share is within the budget. It is not a simultaneous bound over every threshold scanned, so
 about one calibration in twenty chooses a threshold whose true wrong share is over the budget; a
 simultaneous (Bonferroni or sup-t) bound over the scanned thresholds would be wider and cost
-repeats served. What the rule buys instead is that the threshold is not picked below a failure.
+repeats served.
 
 A test reading of the wrong share is worded from its 95% interval, never from the point alone:
 "held" when the interval's upper end is within the budget, "consistent" when the interval contains
@@ -32,23 +38,38 @@ import numpy as np
 
 READINGS = ("held", "consistent", "missed")
 RULE = (
-    "the lowest threshold of the first run of thresholds, scanning down from the highest, whose one-sided"
-    " 95% upper confidence bound (Clopper-Pearson on the effective sample size, focus groups as the"
-    " independent units) on the wrong share of served answers is at most max_wrong_share; none when no"
-    " threshold keeps the bound. The bound is pointwise, not simultaneous over the thresholds scanned"
+    "scanning down from the highest threshold, from where the effective number of served answers can decide the"
+    " bound, up to the first threshold whose measured wrong share of served answers exceeds max_wrong_share: the"
+    " lowest threshold whose one-sided 95% upper confidence bound (Clopper-Pearson on the effective sample size,"
+    " focus groups as the independent units) on that share is at most max_wrong_share; none when there is none."
+    " The bound is pointwise, not simultaneous over the thresholds scanned"
 )
 
 
-def first_passing_run(passes: Sequence[bool]) -> int | None:
-    """Given whether each threshold keeps the bound, thresholds in descending order, the index of the
-    lowest threshold of the first run of passing thresholds; None when none passes."""
-    passes = np.asarray(passes, dtype=bool)
-    passing = np.flatnonzero(passes)
-    if not passing.size:
+def decidable_size(budget: float, level: float = 0.95) -> float:
+    """The effective number of served answers from which a 95% upper bound can be within the budget
+    (none of them wrong): 1 - (1 - level)^(1/n) <= budget."""
+    return float(np.log(1.0 - level) / np.log(1.0 - budget))
+
+
+def deploy_index(
+    wrong_share: Sequence[float],
+    upper: Sequence[float],
+    n_effective: Sequence[float],
+    budget: float,
+    level: float = 0.95,
+) -> int | None:
+    """The rule (module doc) on per-threshold arrays, thresholds in descending order: the index of
+    the deploy threshold, None when there is none."""
+    wrong_share, upper = np.asarray(wrong_share, float), np.asarray(upper, float)
+    decidable = np.flatnonzero(np.asarray(n_effective, float) >= decidable_size(budget, level) - 1e-9)
+    if not decidable.size:
         return None
-    start = int(passing[0])
-    failing_after = np.flatnonzero(~passes[start:])
-    return start + int(failing_after[0]) - 1 if failing_after.size else int(passes.size - 1)
+    start = int(decidable[0])
+    over = np.flatnonzero(wrong_share[start:] > budget + 1e-12)
+    stop = start + int(over[0]) if over.size else wrong_share.size
+    passing = start + np.flatnonzero(upper[start:stop] <= budget + 1e-12)
+    return int(passing[-1]) if passing.size else None
 
 
 def choose_threshold(sweep, max_wrong_share: float) -> dict:
@@ -57,7 +78,7 @@ def choose_threshold(sweep, max_wrong_share: float) -> dict:
     bound, the one whose bound comes closest), and the sweep's figures at evaluated_at}."""
     if not sweep.thresholds.size:
         return {"threshold": None, "bound_met": False, "evaluated_at": None, "wrong_share_upper": None}
-    k = first_passing_run(sweep.wrong_share_upper <= max_wrong_share + 1e-12)
+    k = deploy_index(sweep.wrong_share, sweep.wrong_share_upper, sweep.n_effective, max_wrong_share, sweep.level)
     met = k is not None
     if not met:
         best = sweep.wrong_share_upper.min()

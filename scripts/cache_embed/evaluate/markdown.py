@@ -80,8 +80,8 @@ def provenance(rec: dict) -> str:
     )
     return (
         f"Each threshold is chosen on {source}, {fmt(rec.get('calibration_triplets'))} triplets, at each cache"
-        f" size: {sizes}. The rule: {rec['rule']} ({pct(rec['max_wrong_share'])}), for a traffic mix of"
-        f" {pct(rec['repeat_share'])} repeats. {rec['padding']} {rec['novel_traffic']} Reading of the test"
+        f" size: {sizes}. The rule, with max_wrong_share {pct(rec['max_wrong_share'])} and a traffic mix of"
+        f" {pct(rec['repeat_share'])} repeats: {rec['rule']}. {rec['padding']} {rec['novel_traffic']} Reading of the test"
         " interval: held (within the budget), consistent (contains it), missed (above it)."
     )
 

@@ -68,7 +68,7 @@ def _evaluation_section(metrics: dict | None) -> str:
         f" `{fmt((largest.get('adapter') or {}).get('threshold'), 4)}`. A larger cache serves more wrong answers at"
         " one threshold, and a threshold tuned for the base model does not carry over to the adapter.",
         "",
-        f"How it was chosen: {rec['rule']} ({pct(rec['max_wrong_share'])}), on the calibration half of the"
+        f"How it was chosen (max_wrong_share {pct(rec['max_wrong_share'])}): {rec['rule']}; on the calibration half of the"
         f" validation split ({fmt(rec['calibration_triplets'])} triplets) padded to each size, for a traffic mix"
         f" of {pct(rec['repeat_share'])} repeats (reworded questions already in the cache) and the rest novel"
         f" questions. Measured on the held-out test split padded to the same size, with"

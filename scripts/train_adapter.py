@@ -188,6 +188,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--directions is not supported with --loss cached_mnrl; use --loss mnrl")
     if args.mined_negatives < 0:
         parser.error("--mined-negatives must be >= 0")
+    if args.mined_negatives and args.loss == "gist":
+        # GISTEmbedLoss takes (anchor, positive[, negative]); mined negatives add columns it refuses.
+        parser.error("--loss gist takes one negative per row: use --mined-negatives 0 or --loss mnrl")
     if args.contrastive_steps < 0 or not 0 < args.contrastive_margin <= 2:
         parser.error("--contrastive-steps must be >= 0 and --contrastive-margin in (0, 2]")
     if args.contrastive_steps and args.best_metric == "loss":

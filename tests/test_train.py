@@ -488,6 +488,9 @@ def test_training_with_mined_negatives_and_the_lookup_direction(medquad_splits, 
         train_adapter.parse_args(
             train_argv(files, base_dir, output, "--loss", "gist", "--directions", "query_to_doc", "doc_to_query")
         )
+    # GISTEmbedLoss refuses rows with more than one negative: the mined ones are refused before training.
+    with pytest.raises(SystemExit):
+        train_adapter.parse_args(argv + ["--loss", "gist"])
 
 
 def contrastive_argv(files, base: Path, output: Path, learning_rate: str) -> list[str]:

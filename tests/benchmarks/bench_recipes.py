@@ -96,7 +96,6 @@ CANDIDATES = {
         **lora(32, ALL_LAYERS, mined=3),
         "lora": {**lora(32, ALL_LAYERS)["lora"], "dropout": 0.3},
     },
-    "r32_all_mined3_gist": {"loss": "gist", **lora(32, ALL_LAYERS, mined=3)},
     "r32_all_mined1_lr1e-4": {"learning_rate": 1.0e-4, **lora(32, ALL_LAYERS, mined=1)},
     # The recipe before the search: r 8 on query and value, structure negatives, 16,000 triplets.
     "r8_qv_16k": {"max_examples": 16000, **lora(8, QUERY_VALUE)},

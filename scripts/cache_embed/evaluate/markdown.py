@@ -140,6 +140,8 @@ def answer_section(metrics: dict) -> list[str]:
 
 def _value_ci(entry: dict | None, formatter=fmt) -> str:
     entry = entry or {}
+    if entry.get("value") is None:  # e.g. the precision of a threshold that serves no pair
+        return "n/a"
     return f"{formatter(entry.get('value'))} {interval(entry.get('low'), entry.get('high'), formatter)}"
 
 

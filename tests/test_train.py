@@ -439,7 +439,7 @@ def test_adapter_sizes_are_the_trained_parameter_counts(trained, base_dir):
     assert every_layer["float32_bytes"] == 4 * 2_678_784 < 16_000_000
 
 
-def test_training_with_mined_negatives_and_the_lookup_direction(medquad_splits, base_dir, tmp_path, caplog):
+def test_training_with_mined_negatives_and_the_lookup_direction(medquad_splits, base_dir, tmp_path, caplog, capsys):
     """train_adapter mines before the adapter is added, trains on five text columns, records the
     mining, and a rerun with the same settings reuses the mined rows from its checkpoint folder."""
     rows = structure_triplets(medquad_splits / "train.jsonl", 40, seed=5)
@@ -488,9 +488,13 @@ def test_training_with_mined_negatives_and_the_lookup_direction(medquad_splits, 
         train_adapter.parse_args(
             train_argv(files, base_dir, output, "--loss", "gist", "--directions", "query_to_doc", "doc_to_query")
         )
-    # GISTEmbedLoss refuses rows with more than one negative: the mined ones are refused before training.
+    # GISTEmbedLoss refuses rows with more than one negative: the mined ones are refused before training
+    # (one direction only, so that the refusal is the mined negatives', not the directions').
+    one_direction = [a for a in argv if a != "doc_to_query"]
+    assert train_adapter.parse_args(one_direction + ["--loss", "mnrl"]).mined_negatives == 2
     with pytest.raises(SystemExit):
-        train_adapter.parse_args(argv + ["--loss", "gist"])
+        train_adapter.parse_args(one_direction + ["--loss", "gist"])
+    assert "--loss gist takes one negative per row" in capsys.readouterr().err
 
 
 def contrastive_argv(files, base: Path, output: Path, learning_rate: str) -> list[str]:
